@@ -1,0 +1,1 @@
+"""Benchmarks and the sample images they (and the tests) run on."""

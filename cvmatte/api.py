@@ -1,0 +1,90 @@
+"""The Python API: one object that owns a loaded model and mattes images or whole folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .engine import imageio, zoo
+from .engine.backends import create_backend
+from .engine.errors import ImageError
+from .engine.matting import MatteResult, MattingEngine
+from .engine.outputs import OutputOptions, SkuResolver
+from .engine.pipeline import FileResult, RunReport, run_files
+from .engine.refiners import TileRefiner
+from .engine.settings import MatteSettings
+
+__all__ = ["Matter", "MatteResult", "MatteSettings"]
+
+
+class Matter:
+    """Load a model once, then cut out images.
+
+        m = Matter()                          # u2netp, ONNX Runtime, best device available
+        r = m.matte("shoe.jpg")               # r.alpha float32 [H, W] in [0, 1], r.rgba uint8 [H, W, 4]
+        report = m.matte_files(["photos/"], "outputs", white_bg=True)
+
+    model: a zoo name (`cvmatte models`), an ONNX file with its spec JSON beside it, or a folder
+    holding both. device: "auto", "cpu", "cuda" or "tensorrt"; a GPU device that cannot be used
+    raises DeviceError with the reason, unless allow_cpu_fallback=True.
+    Any MatteSettings field may be given as a keyword (tile=False, despill=0.5, ...).
+    """
+
+    def __init__(self, model: str | Path = zoo.DEFAULT_MODEL, backend: str = "onnxruntime", device: str = "auto",
+                 *, threads: int | None = None, allow_cpu_fallback: bool = False,
+                 cache_dir: str | Path | None = None, settings: MatteSettings | None = None,
+                 refiner: TileRefiner | None = None, **setting_overrides):
+        if settings is not None and setting_overrides:
+            raise TypeError("give either settings= or individual setting keywords, not both")
+        self.settings = settings or MatteSettings(**setting_overrides)
+        self.model = zoo.resolve(model, cache_dir)
+        self.backend = create_backend(self.model, backend, device, threads, allow_cpu_fallback)
+        self.engine = MattingEngine(self.backend, self.model.spec, self.settings, refiner)
+
+    @property
+    def spec(self):
+        return self.model.spec
+
+    def describe(self) -> str:
+        return f"model {self.spec.name} ({self.model.path}) on {self.backend.describe()}"
+
+    def matte(self, image) -> MatteResult:
+        """image: a path, a PIL image, or a uint8 array ([H, W] grey, [H, W, 3] RGB, [H, W, 4] RGBA)."""
+        if isinstance(image, (str, Path)):
+            decoded = imageio.read_image(image, self.settings.max_pixels)
+            return self.engine.matte(decoded.rgb, decoded.alpha)
+        if not isinstance(image, np.ndarray):  # PIL and anything else with the array interface
+            image = np.asarray(image)
+        rgb, alpha = _split_array(image, self.settings.max_pixels)
+        return self.engine.matte(rgb, alpha)
+
+    def matte_files(self, inputs, out_dir: str | Path, *, alpha: bool = False, white_bg: bool = False,
+                    rgba: bool = True, canvas: tuple[int, int] | None = None, margin: float = 0.05,
+                    sku_regex: str | None = None, sku_csv: str | Path | None = None,
+                    on_done: Callable[[FileResult], None] | None = None) -> RunReport:
+        """Matte files, folders and glob patterns into out_dir's standard layout; one bad file
+        becomes an error row (report.failed), never the end of the run."""
+        if isinstance(inputs, (str, Path)):
+            inputs = [inputs]
+        paths = imageio.list_images(list(inputs))
+        options = OutputOptions(rgba=rgba, alpha=alpha, white_bg=white_bg, canvas=canvas, margin=margin)
+        return run_files(self.engine, paths, out_dir, options, SkuResolver(sku_regex, sku_csv),
+                         on_done=on_done, backend_name=self.backend.describe())
+
+
+def _split_array(image: np.ndarray, max_pixels: int) -> tuple[np.ndarray, np.ndarray | None]:
+    if image.dtype != np.uint8:
+        raise ImageError(None, f"expected a uint8 image array, got {image.dtype}")
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ImageError(None, f"expected [H, W], [H, W, 3] or [H, W, 4], got shape {image.shape}")
+    h, w = image.shape[:2]
+    if h * w > max_pixels:
+        raise imageio.ImageTooLarge(None, f"{w}x{h} is over the pixel limit of {max_pixels / 1e6:.1f} MP")
+    if image.shape[2] == 4:
+        a = image[..., 3].astype(np.float32) / 255.0
+        return np.ascontiguousarray(image[..., :3]), (None if a.min() >= 1.0 else a)
+    return np.ascontiguousarray(image), None

@@ -1,0 +1,143 @@
+"""The `cvmatte` command: thin shells around cvmatte.Matter and the zoo."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .engine import zoo
+from .engine.errors import CvmatteError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="cvmatte: cut products out of photos (RGBA PNG with a soft alpha), fast.")
+console = Console(stderr=True)
+
+
+def _parse_canvas(text: Optional[str]) -> Optional[tuple[int, int]]:
+    if not text:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+        if w <= 0 or h <= 0:
+            raise ValueError
+    except ValueError:
+        raise typer.BadParameter(f"expected WIDTHxHEIGHT such as 800x800, got {text!r}", param_hint="--canvas")
+    return w, h
+
+
+@app.command()
+def matte(
+    inputs: List[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
+    out: Path = typer.Option(Path("outputs"), "-o", "--out", help="Output root: OUT/YYYYMMDD/HHMMSS_<SKU>/<stem>_matte.png"),
+    model: str = typer.Option(zoo.DEFAULT_MODEL, "--model", "-m", help="Zoo name (see `cvmatte models`) or an ONNX file with its spec JSON."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="Inference backend."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or tensorrt. A GPU that cannot be used is an error, not a silent CPU run."),
+    allow_cpu_fallback: bool = typer.Option(False, "--allow-cpu-fallback", help="Run on the CPU (and say so) when the GPU device cannot be used."),
+    tile: bool = typer.Option(True, "--tile/--no-tile", help="Refine the object's edge at full resolution in tiles."),
+    despill: float = typer.Option(1.0, "--despill", min=0.0, max=1.0, help="Remove the old background's colour from soft edges (0 = off)."),
+    alpha: bool = typer.Option(False, "--alpha", help="Also write <stem>_alpha.png (8-bit alpha)."),
+    white_bg: bool = typer.Option(False, "--white-bg", help="Also write <stem>_white.jpg on a white canvas."),
+    canvas: Optional[str] = typer.Option(None, "--canvas", help="White canvas size WIDTHxHEIGHT (product cropped, scaled, centred)."),
+    margin: float = typer.Option(0.05, "--margin", min=0.0, max=0.45, help="Empty share of the canvas on each side."),
+    sku_regex: Optional[str] = typer.Option(None, "--sku-regex", help="Regex on the file name; its group 'sku' or group 1 is the SKU."),
+    sku_csv: Optional[Path] = typer.Option(None, "--sku-csv", help="CSV of file name,SKU."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Model threads (default: all cores)."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per model batch."),
+    max_megapixels: float = typer.Option(64.0, "--max-megapixels", min=0.01, help="Refuse larger images."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Cut out every image: RGBA PNG at the original resolution, plus optional alpha and white-background JPEG."""
+    from .api import Matter
+    from .engine.imageio import list_images
+
+    canvas_wh = _parse_canvas(canvas)
+    try:
+        paths = list_images(inputs)
+    except FileNotFoundError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    if not paths:
+        console.print("[red]error:[/] no images found in " + ", ".join(inputs))
+        raise typer.Exit(2)
+    try:
+        m = Matter(model, backend, device, threads=threads, allow_cpu_fallback=allow_cpu_fallback,
+                   tile=tile, despill=despill, batch_size=batch_size, max_pixels=int(max_megapixels * 1e6))
+    except CvmatteError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    console.print(f"cvmatte: {len(paths)} image(s), {m.describe()}")
+    if m.backend.fell_back if hasattr(m.backend, "fell_back") else False:
+        console.print("[yellow]warning:[/] running on the CPU: the requested GPU device could not be used")
+
+    failures = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console, disable=quiet) as progress:
+        task = progress.add_task("matting", total=len(paths))
+
+        def on_done(r):
+            progress.advance(task)
+            if not r.ok:
+                failures.append(r)
+                progress.console.print(f"[red]failed:[/] {r.error}")
+
+        report = m.matte_files(paths, out, alpha=alpha, white_bg=white_bg, canvas=canvas_wh, margin=margin,
+                               sku_regex=sku_regex, sku_csv=sku_csv, on_done=on_done)
+    n_ok = len(report.succeeded)
+    rate = len(report.results) / report.seconds if report.seconds else 0.0
+    console.print(f"done: {n_ok} ok, {len(report.failed)} failed in {report.seconds:.1f} s ({rate:.2f} images/s); "
+                  f"manifest {report.manifest}")
+    if report.succeeded:
+        console.print(f"outputs under {Path(report.succeeded[0].outputs.get('rgba', out)).parent.parent}")
+    raise typer.Exit(1 if report.failed else 0)
+
+
+@app.command()
+def models(
+    fetch: Optional[str] = typer.Option(None, "--fetch", help="Download and verify this zoo model into the cache now."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Cache folder (default $CVMATTE_CACHE or ~/.cache/cvmatte)."),
+):
+    """List the model zoo and what is cached."""
+    if fetch:
+        try:
+            resolved = zoo.resolve(fetch, cache)
+        except CvmatteError as e:
+            console.print(f"[red]error:[/] {e}")
+            raise typer.Exit(2)
+        console.print(f"{fetch}: {resolved.path} (sha256 {resolved.spec.sha256[:12]}...)")
+    table = Table(title=f"cvmatte models (cache: {zoo.cache_dir(cache)})")
+    for col in ("name", "input", "cached", "source", "what"):
+        table.add_column(col)
+    for entry in zoo.ZOO.values():
+        hit = zoo.cached(entry.name, cache)
+        size = "x".join(map(str, hit.spec.input_size)) if hit else "-"
+        table.add_row(entry.name, size, str(hit.path) if hit else "no", entry.source, entry.description)
+    Console().print(table)
+
+
+@app.command()
+def samples(dest: Path = typer.Argument(Path("demo"), help="Folder to write the demo photos into.")):
+    """Write the demo photos (real photos bundled with scikit-image) into a folder."""
+    from .benchmarks.samples import write_demo_photos
+
+    try:
+        written = write_demo_photos(dest)
+    except RuntimeError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    console.print(f"wrote {len(written)} photos to {dest}")
+
+
+def main():
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Distillation: the CV-UNet family in torch, datasets, losses and the resumable trainer."""

@@ -1,0 +1,103 @@
+"""One image's path: coarse pass -> tiled refinement of the uncertain band -> foreground colour.
+
+Images are uint8 RGB [H, W, 3] at the edges; the model sees batched NCHW float32.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import preprocess, tiling
+from .backends.base import Backend
+from .refine import estimate_foreground
+from .refiners import GuidedFilterRefiner, TileRefiner
+from .settings import MatteSettings
+from .spec import ModelSpec
+
+
+@dataclass
+class MatteResult:
+    """alpha: float32 [H, W] in [0, 1]; coarse: the upsampled coarse alpha, same shape;
+    foreground: uint8 [H, W, 3], the photo with the old background's colour removed from
+    semi-transparent pixels."""
+
+    alpha: np.ndarray
+    coarse: np.ndarray
+    foreground: np.ndarray
+    tiles: int = 0
+    band_fraction: float = 0.0
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def alpha_u8(self) -> np.ndarray:
+        return np.clip(self.alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+    @property
+    def rgba(self) -> np.ndarray:
+        """uint8 [H, W, 4]: foreground colour and alpha, not premultiplied."""
+        return np.dstack([self.foreground, self.alpha_u8])
+
+
+class MattingEngine:
+    def __init__(self, backend: Backend, spec: ModelSpec, settings: MatteSettings | None = None,
+                 refiner: TileRefiner | None = None):
+        self.backend = backend
+        self.spec = spec
+        self.settings = settings or MatteSettings()
+        s = self.settings
+        self.refiner = refiner or GuidedFilterRefiner(eps=s.guided_eps, radius_per_scale=s.guided_radius_per_scale)
+
+    def coarse(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Whole images at the model's size, batched: float32 [h, w] alpha per image, model resolution."""
+        out = []
+        for i in range(0, len(images), self.settings.batch_size):
+            chunk = images[i:i + self.settings.batch_size]
+            batch = np.stack([preprocess.coarse_input(im, self.spec) for im in chunk])
+            out.extend(self.backend.run(batch)[:, 0])
+        return out
+
+    def finish(self, rgb: np.ndarray, coarse_small: np.ndarray, source_alpha: np.ndarray | None = None,
+               timings: dict | None = None) -> MatteResult:
+        """From the coarse alpha at model resolution to the final result at the photo's resolution."""
+        s = self.settings
+        timings = dict(timings or {})
+        t0 = time.perf_counter()
+        H, W = rgb.shape[:2]
+        coarse = preprocess.upsample_alpha(coarse_small, (H, W))
+        alpha, n_tiles, band_fraction = coarse, 0, 0.0
+        h, w = self.spec.input_size
+        # An image no larger than the model's input: the plain pass is already at full resolution.
+        if s.tile and (H > h or W > w):
+            scale = max(H / h, W / w)
+            band = tiling.uncertain_band(coarse, s.band_low, s.band_high,
+                                         int(round(s.band_dilate_model_px * scale)))
+            band_fraction = float(band.mean())
+            tiles = tiling.plan_tiles(band, s.tile_size, s.tile_overlap)
+            refined = []
+            for i in range(0, len(tiles), s.tile_batch):
+                group = tiles[i:i + s.tile_batch]
+                refined += self.refiner.refine([rgb[t.slices] for t in group], [coarse[t.slices] for t in group], scale)
+            alpha = tiling.blend(coarse, band, tiles, refined, s.tile_overlap, soften_px=max(1, int(scale)))
+            n_tiles = len(tiles)
+        if source_alpha is not None:
+            alpha = alpha * source_alpha  # the file's own transparency stays transparent
+        timings["refine_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        foreground = estimate_foreground(rgb, alpha, s.despill)
+        timings["foreground_s"] = time.perf_counter() - t0
+        return MatteResult(alpha.astype(np.float32, copy=False), coarse, foreground, n_tiles, band_fraction, timings)
+
+    def matte_many(self, images: list[np.ndarray], source_alphas: list[np.ndarray | None] | None = None
+                   ) -> list[MatteResult]:
+        source_alphas = source_alphas or [None] * len(images)
+        model_inputs = [im if a is None else preprocess.flatten_on_white(im, a) for im, a in zip(images, source_alphas)]
+        t0 = time.perf_counter()
+        coarse = self.coarse(model_inputs)
+        per_image = (time.perf_counter() - t0) / max(1, len(images))
+        return [self.finish(im, c, a, {"coarse_s": per_image}) for im, c, a in zip(images, coarse, source_alphas)]
+
+    def matte(self, rgb: np.ndarray, source_alpha: np.ndarray | None = None) -> MatteResult:
+        return self.matte_many([rgb], [source_alpha])[0]

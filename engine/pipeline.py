@@ -1,0 +1,197 @@
+"""The file pipeline: decode on a thread pool -> batched matting -> encode and write on the pool.
+
+The model runs on the calling thread while the pool decodes the next images and encodes the
+previous ones, so the CPU's cores are never idle waiting for I/O. At most about
+2 * max_inflight + batch_size decoded images are held at once. One bad file gets an error row and
+the run goes on; outputs are written atomically, and a manifest row is appended per file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from . import imageio
+from .errors import CvmatteError
+from .matting import MattingEngine
+from .outputs import OutputLayout, OutputOptions, SkuResolver, encode_outputs
+
+
+@dataclass
+class FileResult:
+    input: str
+    sku: str = ""
+    sha256: str = ""
+    width: int = 0
+    height: int = 0
+    outputs: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    tiles: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class RunReport:
+    results: list[FileResult]
+    seconds: float
+    manifest: Path | None
+    backend: str
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [r for r in self.results if not r.ok]
+
+    @property
+    def succeeded(self) -> list[FileResult]:
+        return [r for r in self.results if r.ok]
+
+
+def _plan_names(paths: list[Path], layout: OutputLayout, options: OutputOptions, sku: SkuResolver
+                ) -> list[tuple[str, dict[str, Path]]]:
+    """Output paths for every input, decided up front so that two inputs never share one:
+    `a.jpg` and `a.png` with the same SKU become `a_jpg_matte.png` and `a_png_matte.png`."""
+    skus = [sku(p) for p in paths]
+    counts: dict[tuple[str, str], int] = {}
+    for s, p in zip(skus, paths):
+        counts[s, p.stem] = counts.get((s, p.stem), 0) + 1
+    used: set[Path] = set()
+    planned = []
+    for s, p in zip(skus, paths):
+        stem = p.stem if counts[s, p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower() or 'noext'}"
+        candidate, n = stem, 1
+        while layout.paths(s, candidate, options).get("rgba", layout.folder(s) / candidate) in used:
+            n += 1
+            candidate = f"{stem}_{n}"
+        out = layout.paths(s, candidate, options)
+        used.add(out.get("rgba", layout.folder(s) / candidate))
+        planned.append((s, out))
+    return planned
+
+
+def _decode(path: Path, max_pixels: int):
+    """-> (decoded or None, sha256 of the file's bytes, error or None, seconds)."""
+    t0 = time.perf_counter()
+    digest = ""
+    try:
+        data = imageio.read_bytes(path)
+        digest = hashlib.sha256(data).hexdigest()
+        decoded = imageio.decode_image(data, str(path), max_pixels)
+    except CvmatteError as e:
+        return None, digest, e, time.perf_counter() - t0
+    return decoded, digest, None, time.perf_counter() - t0
+
+
+def _write(result, paths: dict[str, Path], options: OutputOptions) -> tuple[dict[str, str], float]:
+    t0 = time.perf_counter()
+    blobs = encode_outputs(result, options)
+    written = {}
+    for kind, data in blobs.items():
+        imageio.atomic_write_bytes(paths[kind], data)
+        written[kind] = str(paths[kind])
+    return written, time.perf_counter() - t0
+
+
+def run_files(engine: MattingEngine, paths: list[Path], out_root: str | Path,
+              options: OutputOptions | None = None, sku: SkuResolver | None = None,
+              when: datetime | None = None, on_done: Callable[[FileResult], None] | None = None,
+              backend_name: str = "") -> RunReport:
+    options = options or OutputOptions()
+    sku = sku or SkuResolver()
+    settings = engine.settings
+    layout = OutputLayout(out_root, when)
+    paths = [Path(p) for p in paths]
+    planned = _plan_names(paths, layout, options, sku)
+    results: list[FileResult | None] = [None] * len(paths)
+    t_start = time.perf_counter()
+    layout.day_dir.mkdir(parents=True, exist_ok=True)
+    manifest = open(layout.manifest, "a", encoding="utf-8")
+
+    def done(i: int, r: FileResult):
+        results[i] = r
+        row = asdict(r)
+        row["model"] = engine.spec.name
+        row["backend"] = backend_name
+        manifest.write(json.dumps(row) + "\n")
+        manifest.flush()
+        if on_done:
+            on_done(r)
+
+    with ThreadPoolExecutor(settings.io_workers, thread_name_prefix="cvmatte-io") as pool:
+        decoding: deque[tuple[int, Future]] = deque()
+        writing: deque[tuple[int, FileResult, Future]] = deque()
+        next_index = 0
+
+        def refill():
+            nonlocal next_index
+            while next_index < len(paths) and len(decoding) < settings.max_inflight:
+                decoding.append((next_index, pool.submit(_decode, paths[next_index], settings.max_pixels)))
+                next_index += 1
+
+        def settle_writes(keep: int):
+            while len(writing) > keep:
+                i, r, fut = writing.popleft()
+                try:
+                    r.outputs, r.timings["write_s"] = fut.result()
+                except Exception as e:  # a full disk or a permission error is this file's error
+                    r.error = f"{paths[i]}: cannot write output ({type(e).__name__}: {e})"
+                done(i, r)
+
+        def matte_batch(batch):
+            try:
+                mattes = engine.matte_many([d.rgb for _, d, _ in batch], [d.alpha for _, d, _ in batch])
+            except Exception:
+                if len(batch) == 1:
+                    raise
+                # Find which image broke the batch, and let the others through.
+                mattes = []
+                for item in batch:
+                    try:
+                        mattes.append(engine.matte_many([item[1].rgb], [item[1].alpha])[0])
+                    except Exception as e:
+                        mattes.append(e)
+            for (i, decoded, r), m in zip(batch, mattes):
+                if isinstance(m, Exception):
+                    r.error = f"{paths[i]}: matting failed ({type(m).__name__}: {m})"
+                    done(i, r)
+                    continue
+                r.tiles = m.tiles
+                r.timings.update(m.timings)
+                writing.append((i, r, pool.submit(_write, m, planned[i][1], options)))
+            settle_writes(settings.max_inflight)
+
+        refill()
+        batch = []
+        while decoding:
+            i, fut = decoding.popleft()
+            refill()
+            decoded, digest, err, t_decode = fut.result()
+            r = FileResult(input=str(paths[i]), sku=planned[i][0], sha256=digest, timings={"decode_s": t_decode})
+            if err is not None:
+                r.error = str(err)
+                done(i, r)
+            else:
+                r.height, r.width = decoded.rgb.shape[:2]
+                batch.append((i, decoded, r))
+            if batch and (len(batch) >= settings.batch_size or not decoding):
+                try:
+                    matte_batch(batch)
+                except Exception as e:
+                    for i2, _, r2 in batch:
+                        r2.error = f"{paths[i2]}: matting failed ({type(e).__name__}: {e})"
+                        done(i2, r2)
+                batch = []
+        settle_writes(0)
+    manifest.close()
+    return RunReport([r for r in results if r is not None], time.perf_counter() - t_start, layout.manifest,
+                     backend_name)

@@ -1,0 +1,48 @@
+"""Tile refiners: turn a batch of full-resolution tiles plus their coarse alpha into refined alpha.
+
+The learned refiner (a small CV-UNet taking RGB + coarse alpha, from distill/) plugs in here with
+the same interface; the guided filter is the model-free fallback.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from .refine import guided_filter
+
+
+class TileRefiner(Protocol):
+    name: str
+
+    def refine(self, rgb: list[np.ndarray], coarse: list[np.ndarray], scale: float) -> list[np.ndarray]:
+        """rgb: uint8 [h, w, 3] tiles; coarse: float32 [h, w] in [0, 1]; scale: full-resolution
+        pixels per model pixel. Returns float32 [h, w] in [0, 1] per tile."""
+        ...
+
+
+class GuidedFilterRefiner:
+    """The colour guided filter with the photo as guide: the coarse alpha's blurred edge snaps to
+    the photo's edge. The radius is a number of model pixels (radius_per_scale) times the
+    upsampling scale, because the coarse alpha's edge is blurred and misplaced by about that much."""
+
+    name = "guided-filter"
+
+    def __init__(self, radius: int | None = None, eps: float = 1e-3, radius_per_scale: float = 4.0):
+        self.radius = radius
+        self.eps = eps
+        self.radius_per_scale = radius_per_scale
+
+    def radius_for(self, scale: float) -> int:
+        if self.radius is not None:
+            return self.radius
+        return max(2, int(round(self.radius_per_scale * scale)))
+
+    def refine(self, rgb, coarse, scale):
+        r = self.radius_for(scale)
+        out = []
+        for image, alpha in zip(rgb, coarse):
+            guide = image.astype(np.float32) * (1.0 / 255.0)
+            out.append(np.clip(guided_filter(guide, alpha, r, self.eps), 0.0, 1.0))
+        return out

@@ -1,0 +1,52 @@
+"""All options of a run, in one object that travels through the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .imageio import DEFAULT_MAX_PIXELS
+
+
+@dataclass
+class MatteSettings:
+    #: Refine the uncertain band at full resolution in tiles (else: the upsampled coarse alpha).
+    tile: bool = True
+    tile_size: int = 512
+    tile_overlap: int = 32
+    #: Tiles handed to the refiner at once.
+    tile_batch: int = 8
+    #: Coarse alpha strictly between these is uncertain.
+    band_low: float = 0.02
+    band_high: float = 0.98
+    #: The band is grown by this many model pixels (times the upsampling scale) on each side.
+    band_dilate_model_px: float = 3.0
+    #: Guided-filter fallback: radius in full-resolution pixels per model pixel, and eps
+    #: (tuned on the synthetic composites, see benchmarks/NOTES.md).
+    guided_radius_per_scale: float = 4.0
+    guided_eps: float = 1e-3
+    #: Foreground colour estimation: 0 keeps the photo's colours, 1 removes the old background's.
+    despill: float = 1.0
+    #: Images per coarse-pass batch.
+    batch_size: int = 4
+    #: Threads for decoding and encoding (the model has its own).
+    io_workers: int = 2
+    #: Most decoded images held in memory at once.
+    max_inflight: int = 8
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self):
+        checks = {
+            "tile_size": self.tile_size >= 64,
+            "tile_overlap": 0 <= self.tile_overlap < self.tile_size // 2,
+            "tile_batch": self.tile_batch >= 1,
+            "band_low/band_high": 0.0 <= self.band_low < self.band_high <= 1.0,
+            "despill": 0.0 <= self.despill <= 1.0,
+            "batch_size": self.batch_size >= 1,
+            "io_workers": self.io_workers >= 1,
+            "max_inflight": self.max_inflight >= 1,
+            "max_pixels": self.max_pixels >= 1,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            values = {k: getattr(self, k, None) for k in bad if "/" not in k}
+            raise ValueError(f"invalid settings: {', '.join(bad)} {values or ''}".strip())

@@ -1,0 +1,107 @@
+"""Tiled high resolution: refine only the uncertain band of the coarse alpha, in overlapping tiles.
+
+The coarse pass sees the whole image at the model's size (global context); upsampled, its alpha
+is right almost everywhere but blurred along the object's edge. Tiles cover only that band, so
+the cost grows with the boundary's length, not the image's area. Each tile carries the coarse
+alpha as guidance; tiles are blended with feathered weights, and the coarse alpha decides outside
+the band.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tile:
+    y0: int
+    x0: int
+    y1: int
+    x1: int
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+
+def uncertain_band(coarse: np.ndarray, low: float, high: float, dilate_px: int) -> np.ndarray:
+    """bool [H, W]: pixels whose coarse alpha is neither ~0 nor ~1, grown by dilate_px."""
+    band = ((coarse > low) & (coarse < high)).astype(np.uint8)
+    if dilate_px > 0 and band.any():
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate_px + 1, 2 * dilate_px + 1))
+        band = cv2.dilate(band, k)
+    return band.astype(bool)
+
+
+def _starts(length: int, tile: int, stride: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)  # the last tile sits flush with the border: all tiles are one size
+    return starts
+
+
+def plan_tiles(band: np.ndarray, tile: int, overlap: int) -> list[Tile]:
+    """Tiles of one size (tile x tile, or the image's side where smaller) on a regular grid with
+    `overlap` pixels shared between neighbours, keeping only those that touch the band."""
+    if overlap * 2 >= tile:
+        raise ValueError(f"tile overlap must be under half the tile size; got overlap={overlap}, tile={tile}")
+    H, W = band.shape
+    th, tw = min(tile, H), min(tile, W)
+    integral = cv2.integral(band.astype(np.uint8))
+    tiles = []
+    for y in _starts(H, th, tile - overlap):
+        for x in _starts(W, tw, tile - overlap):
+            count = integral[y + th, x + tw] - integral[y, x + tw] - integral[y + th, x] + integral[y, x]
+            if count:
+                tiles.append(Tile(y, x, y + th, x + tw))
+    return tiles
+
+
+def feather(tile: Tile, shape: tuple[int, int], overlap: int) -> np.ndarray:
+    """float32 [h, w] blending weight: ramps up over `overlap` pixels on sides that face another
+    tile, flat on sides at the image border (nothing there to blend with)."""
+    H, W = shape
+    h, w = tile.y1 - tile.y0, tile.x1 - tile.x0
+
+    def ramp(n, at_start, at_end):
+        r = np.ones(n, np.float32)
+        m = min(overlap, n // 2)
+        if m > 0:
+            up = (np.arange(m, dtype=np.float32) + 0.5) / m
+            if not at_start:
+                r[:m] = np.minimum(r[:m], up)
+            if not at_end:
+                r[n - m:] = np.minimum(r[n - m:], up[::-1])
+        return r
+
+    wy = ramp(h, tile.y0 == 0, tile.y1 == H)
+    wx = ramp(w, tile.x0 == 0, tile.x1 == W)
+    return wy[:, None] * wx[None, :]
+
+
+def blend(coarse: np.ndarray, band: np.ndarray, tiles: list[Tile], refined: list[np.ndarray],
+          overlap: int, soften_px: int) -> np.ndarray:
+    """Feather-blend refined tiles into the coarse alpha inside the band.
+
+    coarse: float32 [H, W]; band: bool [H, W]; refined: float32 [h, w] per tile.
+    The band mask is softened by soften_px so refined and coarse meet without a step.
+    """
+    acc = np.zeros_like(coarse)
+    wsum = np.zeros_like(coarse)
+    for t, r in zip(tiles, refined):
+        w = feather(t, coarse.shape, overlap)
+        sl = t.slices
+        acc[sl] += w * r
+        wsum[sl] += w
+    covered = wsum > 0
+    refined_full = np.where(covered, acc / np.maximum(wsum, 1e-12), coarse)
+    mask = band.astype(np.float32)
+    if soften_px > 0:
+        k = 2 * soften_px + 1
+        mask = cv2.blur(mask, (k, k)) * mask  # only ever inside the band, ramping in from its rim
+    mask *= covered
+    return np.clip(coarse + mask * (refined_full - coarse), 0.0, 1.0)

