@@ -112,12 +112,14 @@ def models(
             raise typer.Exit(2)
         console.print(f"{fetch}: {resolved.path} (sha256 {resolved.spec.sha256[:12]}...)")
     table = Table(title=f"cvmatte models (cache: {zoo.cache_dir(cache)})")
-    for col in ("name", "input", "cached", "source", "what"):
+    table.add_column("name", no_wrap=True)
+    for col in ("input", "cached", "source", "what"):
         table.add_column(col)
     for entry in zoo.ZOO.values():
         hit = zoo.cached(entry.name, cache)
         size = "x".join(map(str, hit.spec.input_size)) if hit else "-"
-        table.add_row(entry.name, size, str(hit.path) if hit else "no", entry.source, entry.description)
+        mb = f"yes, {hit.path.stat().st_size / 1e6:.1f} MB" if hit else "no"
+        table.add_row(entry.name, size, mb, entry.source, entry.description)
     Console().print(table)
 
 

@@ -59,6 +59,17 @@ class MattingEngine:
             out.extend(self.backend.run(batch)[:, 0])
         return out
 
+    def upsampling_scale(self, H: int, W: int) -> float:
+        """Full-resolution pixels per model pixel."""
+        h, w = self.spec.input_size
+        return max(H / h, W / w)
+
+    def uncertain_band(self, coarse: np.ndarray) -> np.ndarray:
+        """bool [H, W]: where tiles refine the upsampled coarse alpha."""
+        s = self.settings
+        scale = self.upsampling_scale(*coarse.shape)
+        return tiling.uncertain_band(coarse, s.band_low, s.band_high, int(round(s.band_dilate_model_px * scale)))
+
     def finish(self, rgb: np.ndarray, coarse_small: np.ndarray, source_alpha: np.ndarray | None = None,
                timings: dict | None = None) -> MatteResult:
         """From the coarse alpha at model resolution to the final result at the photo's resolution."""
@@ -71,9 +82,8 @@ class MattingEngine:
         h, w = self.spec.input_size
         # An image no larger than the model's input: the plain pass is already at full resolution.
         if s.tile and (H > h or W > w):
-            scale = max(H / h, W / w)
-            band = tiling.uncertain_band(coarse, s.band_low, s.band_high,
-                                         int(round(s.band_dilate_model_px * scale)))
+            scale = self.upsampling_scale(H, W)
+            band = self.uncertain_band(coarse)
             band_fraction = float(band.mean())
             tiles = tiling.plan_tiles(band, s.tile_size, s.tile_overlap)
             refined = []
@@ -86,7 +96,9 @@ class MattingEngine:
             alpha = alpha * source_alpha  # the file's own transparency stays transparent
         timings["refine_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        foreground = estimate_foreground(rgb, alpha, s.despill)
+        # The blur radius must well exceed the soft edge's width, which grows with the upsampling.
+        radius = max(90, int(10 * self.upsampling_scale(H, W)))
+        foreground = estimate_foreground(rgb, alpha, s.despill, radius)
         timings["foreground_s"] = time.perf_counter() - t0
         return MatteResult(alpha.astype(np.float32, copy=False), coarse, foreground, n_tiles, band_fraction, timings)
 
