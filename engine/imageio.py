@@ -144,8 +144,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def encode_png(image: np.ndarray, compression: int = 3) -> bytes:
     """image: uint8 [H, W] (grey), [H, W, 3] RGB or [H, W, 4] RGBA.
 
-    OpenCV's encoder at level 3 is several times faster than Pillow's default and only a few
-    percent larger on photos.
+    OpenCV's encoder with zlib's run-length strategy: on cut-outs (large transparent areas) it
+    measured 5x faster than Pillow's default and 35% faster and 10% smaller than zlib's default
+    strategy at level 3 (benchmarks/NOTES.md).
     """
     if image.ndim == 3 and image.shape[2] == 4:
         bgr = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
@@ -153,7 +154,8 @@ def encode_png(image: np.ndarray, compression: int = 3) -> bytes:
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     else:
         bgr = image
-    ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, compression,
+                                         cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE])
     if not ok:
         raise RuntimeError("PNG encoding failed")
     return buf.tobytes()

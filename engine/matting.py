@@ -37,8 +37,12 @@ class MatteResult:
 
     @property
     def rgba(self) -> np.ndarray:
-        """uint8 [H, W, 4]: foreground colour and alpha, not premultiplied."""
-        return np.dstack([self.foreground, self.alpha_u8])
+        """uint8 [H, W, 4]: foreground colour and alpha, not premultiplied. Fully transparent
+        pixels carry black: the old background is not kept, and the PNG is half the size."""
+        a = self.alpha_u8
+        rgba = np.dstack([self.foreground, a])
+        rgba[a == 0] = 0
+        return rgba
 
 
 class MattingEngine:
@@ -102,13 +106,18 @@ class MattingEngine:
         timings["foreground_s"] = time.perf_counter() - t0
         return MatteResult(alpha.astype(np.float32, copy=False), coarse, foreground, n_tiles, band_fraction, timings)
 
-    def matte_many(self, images: list[np.ndarray], source_alphas: list[np.ndarray | None] | None = None
-                   ) -> list[MatteResult]:
-        source_alphas = source_alphas or [None] * len(images)
+    def coarse_many(self, images: list[np.ndarray], source_alphas: list[np.ndarray | None]) -> tuple[list[np.ndarray], float]:
+        """The batched coarse pass; an image with its own transparency is seen over white.
+        Returns the coarse alphas at model resolution and the seconds per image."""
         model_inputs = [im if a is None else preprocess.flatten_on_white(im, a) for im, a in zip(images, source_alphas)]
         t0 = time.perf_counter()
         coarse = self.coarse(model_inputs)
-        per_image = (time.perf_counter() - t0) / max(1, len(images))
+        return coarse, (time.perf_counter() - t0) / max(1, len(images))
+
+    def matte_many(self, images: list[np.ndarray], source_alphas: list[np.ndarray | None] | None = None
+                   ) -> list[MatteResult]:
+        source_alphas = source_alphas or [None] * len(images)
+        coarse, per_image = self.coarse_many(images, source_alphas)
         return [self.finish(im, c, a, {"coarse_s": per_image}) for im, c, a in zip(images, coarse, source_alphas)]
 
     def matte(self, rgb: np.ndarray, source_alpha: np.ndarray | None = None) -> MatteResult:

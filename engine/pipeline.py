@@ -1,8 +1,10 @@
-"""The file pipeline: decode on a thread pool -> batched matting -> encode and write on the pool.
+"""The file pipeline: decode on a thread pool -> batched coarse pass -> refine, encode and write
+on the pool.
 
-The model runs on the calling thread while the pool decodes the next images and encodes the
-previous ones, so the CPU's cores are never idle waiting for I/O. At most about
-2 * max_inflight + batch_size decoded images are held at once. One bad file gets an error row and
+The model runs on the calling thread, batch after batch, while the pool decodes the next images
+and refines and writes the previous ones (OpenCV and NumPy release the GIL), so the model never
+waits for I/O or for the edges of earlier images. At most about 2 * max_inflight + batch_size
+decoded images are held at once. One bad file gets an error row and
 the run goes on; outputs are written atomically, and a manifest row is appended per file.
 """
 
@@ -92,14 +94,17 @@ def _decode(path: Path, max_pixels: int):
     return decoded, digest, None, time.perf_counter() - t0
 
 
-def _write(result, paths: dict[str, Path], options: OutputOptions) -> tuple[dict[str, str], float]:
+def _finish_and_write(engine: MattingEngine, decoded, coarse_small, coarse_s: float, paths: dict[str, Path],
+                      options: OutputOptions):
+    """Runs on the pool: tiles, foreground colour, encoding, atomic writes. -> (result, written)."""
+    result = engine.finish(decoded.rgb, coarse_small, decoded.alpha, {"coarse_s": coarse_s})
     t0 = time.perf_counter()
-    blobs = encode_outputs(result, options)
     written = {}
-    for kind, data in blobs.items():
+    for kind, data in encode_outputs(result, options).items():
         imageio.atomic_write_bytes(paths[kind], data)
         written[kind] = str(paths[kind])
-    return written, time.perf_counter() - t0
+    result.timings["write_s"] = time.perf_counter() - t0
+    return result, written
 
 
 def run_files(engine: MattingEngine, paths: list[Path], out_root: str | Path,
@@ -142,32 +147,37 @@ def run_files(engine: MattingEngine, paths: list[Path], out_root: str | Path,
             while len(writing) > keep:
                 i, r, fut = writing.popleft()
                 try:
-                    r.outputs, r.timings["write_s"] = fut.result()
-                except Exception as e:  # a full disk or a permission error is this file's error
+                    result, r.outputs = fut.result()
+                    r.tiles = result.tiles
+                    r.timings.update(result.timings)
+                except OSError as e:  # a full disk or a permission error is this file's error
                     r.error = f"{paths[i]}: cannot write output ({type(e).__name__}: {e})"
+                except Exception as e:
+                    r.error = f"{paths[i]}: matting failed ({type(e).__name__}: {e})"
                 done(i, r)
 
         def matte_batch(batch):
+            def coarse(items):
+                return engine.coarse_many([d.rgb for _, d, _ in items], [d.alpha for _, d, _ in items])
+
             try:
-                mattes = engine.matte_many([d.rgb for _, d, _ in batch], [d.alpha for _, d, _ in batch])
+                coarse_alphas, per_image = coarse(batch)
+                outcomes = [(c, per_image) for c in coarse_alphas]
             except Exception:
-                if len(batch) == 1:
-                    raise
                 # Find which image broke the batch, and let the others through.
-                mattes = []
+                outcomes = []
                 for item in batch:
                     try:
-                        mattes.append(engine.matte_many([item[1].rgb], [item[1].alpha])[0])
+                        c, t = coarse([item])
+                        outcomes.append((c[0], t))
                     except Exception as e:
-                        mattes.append(e)
-            for (i, decoded, r), m in zip(batch, mattes):
-                if isinstance(m, Exception):
-                    r.error = f"{paths[i]}: matting failed ({type(m).__name__}: {m})"
+                        outcomes.append((e, 0.0))
+            for (i, decoded, r), (c, t) in zip(batch, outcomes):
+                if isinstance(c, Exception):
+                    r.error = f"{paths[i]}: matting failed ({type(c).__name__}: {c})"
                     done(i, r)
                     continue
-                r.tiles = m.tiles
-                r.timings.update(m.timings)
-                writing.append((i, r, pool.submit(_write, m, planned[i][1], options)))
+                writing.append((i, r, pool.submit(_finish_and_write, engine, decoded, c, t, planned[i][1], options)))
             settle_writes(settings.max_inflight)
 
         refill()
@@ -184,12 +194,7 @@ def run_files(engine: MattingEngine, paths: list[Path], out_root: str | Path,
                 r.height, r.width = decoded.rgb.shape[:2]
                 batch.append((i, decoded, r))
             if batch and (len(batch) >= settings.batch_size or not decoding):
-                try:
-                    matte_batch(batch)
-                except Exception as e:
-                    for i2, _, r2 in batch:
-                        r2.error = f"{paths[i2]}: matting failed ({type(e).__name__}: {e})"
-                        done(i2, r2)
+                matte_batch(batch)
                 batch = []
         settle_writes(0)
     manifest.close()

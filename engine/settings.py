@@ -22,7 +22,7 @@ class MatteSettings:
     band_dilate_model_px: float = 3.0
     #: Guided-filter fallback: radius in full-resolution pixels per model pixel, and eps
     #: (tuned on the synthetic composites, see benchmarks/NOTES.md).
-    guided_radius_per_scale: float = 4.0
+    guided_radius_per_scale: float = 6.0
     guided_eps: float = 1e-3
     #: Foreground colour estimation: 0 keeps the photo's colours, 1 removes the old background's.
     despill: float = 1.0

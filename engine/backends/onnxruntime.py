@@ -68,7 +68,7 @@ class OrtBackend:
     name = "onnxruntime"
 
     def __init__(self, model: ResolvedModel, device: str = "auto", threads: int | None = None,
-                 allow_cpu_fallback: bool = False):
+                 allow_cpu_fallback: bool = False, spin: bool = False):
         import onnxruntime as ort
 
         self.spec = model.spec
@@ -86,6 +86,9 @@ class OrtBackend:
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3  # a failed GPU provider is diagnosed below, not in ORT's log
+        # ORT's workers spin between ops by default, burning the cores that the pipeline's
+        # decode/refine/encode threads need: 12% more images/s without (benchmarks/NOTES.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.session = ort.InferenceSession(str(model.path), options, providers=[p for p in wanted if p in available])
         self.providers = self.session.get_providers()
         self.fell_back = bool(gpu) and gpu not in self.providers
