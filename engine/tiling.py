@@ -83,12 +83,12 @@ def feather(tile: Tile, shape: tuple[int, int], overlap: int) -> np.ndarray:
     return wy[:, None] * wx[None, :]
 
 
-def blend(coarse: np.ndarray, band: np.ndarray, tiles: list[Tile], refined: list[np.ndarray],
-          overlap: int, soften_px: int) -> np.ndarray:
-    """Feather-blend refined tiles into the coarse alpha inside the band.
+def blend(coarse: np.ndarray, weight: np.ndarray, tiles: list[Tile], refined: list[np.ndarray],
+          overlap: int) -> np.ndarray:
+    """Feather-blend refined tiles into the coarse alpha where the band says so.
 
-    coarse: float32 [H, W]; band: bool [H, W]; refined: float32 [h, w] per tile.
-    The band mask is softened by soften_px so refined and coarse meet without a step.
+    coarse: float32 [H, W]; weight: float32 [H, W] in [0, 1], the band (1 inside, a soft rim, 0
+    outside: there the coarse alpha decides); refined: float32 [h, w] per tile.
     """
     acc = np.zeros_like(coarse)
     wsum = np.zeros_like(coarse)
@@ -99,9 +99,5 @@ def blend(coarse: np.ndarray, band: np.ndarray, tiles: list[Tile], refined: list
         wsum[sl] += w
     covered = wsum > 0
     refined_full = np.where(covered, acc / np.maximum(wsum, 1e-12), coarse)
-    mask = band.astype(np.float32)
-    if soften_px > 0:
-        k = 2 * soften_px + 1
-        mask = cv2.blur(mask, (k, k)) * mask  # only ever inside the band, ramping in from its rim
-    mask *= covered
+    mask = weight * covered
     return np.clip(coarse + mask * (refined_full - coarse), 0.0, 1.0)

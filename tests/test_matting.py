@@ -76,7 +76,7 @@ def test_high_resolution_edges_beat_the_upsampled_coarse_alpha(matter, composite
     assert tiled_grad < 0.8 * coarse_grad, (tiled_grad, coarse_grad)
     assert metrics.iou(r.alpha, c.alpha) > 0.95
     # Outside the band the coarse alpha decides, untouched.
-    outside = ~matter.engine.uncertain_band(r.coarse)
+    outside = ~r.band
     np.testing.assert_array_equal(r.alpha[outside], r.coarse[outside])
 
 
@@ -115,7 +115,7 @@ def test_blend_of_agreeing_tiles_reproduces_them_without_seams():
     truth = rng.random((300, 400)).astype(np.float32)
     band = np.ones((300, 400), bool)
     tiles = tiling.plan_tiles(band, 128, 32)
-    out = tiling.blend(coarse, band, tiles, [truth[t.slices] for t in tiles], 32, soften_px=0)
+    out = tiling.blend(coarse, band.astype(np.float32), tiles, [truth[t.slices] for t in tiles], 32)
     np.testing.assert_allclose(out, truth, atol=1e-5)
 
 
