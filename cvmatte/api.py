@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from PIL import Image
 
 from .engine import imageio, zoo
 from .engine.backends import create_backend
@@ -55,9 +56,12 @@ class Matter:
         if isinstance(image, (str, Path)):
             decoded = imageio.read_image(image, self.settings.max_pixels)
             return self.engine.matte(decoded.rgb, decoded.alpha)
-        if not isinstance(image, np.ndarray):  # PIL and anything else with the array interface
-            image = np.asarray(image)
-        rgb, alpha = _split_array(image, self.settings.max_pixels)
+        if isinstance(image, Image.Image):
+            if image.width * image.height > self.settings.max_pixels:
+                raise imageio.ImageTooLarge(None, f"{image.width}x{image.height} is over the pixel limit")
+            decoded = imageio.from_pil(image)
+            return self.engine.matte(decoded.rgb, decoded.alpha)
+        rgb, alpha = _split_array(np.asarray(image), self.settings.max_pixels)
         return self.engine.matte(rgb, alpha)
 
     def matte_files(self, inputs, out_dir: str | Path, *, alpha: bool = False, white_bg: bool = False,

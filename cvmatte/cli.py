@@ -73,7 +73,7 @@ def matte(
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2)
     console.print(f"cvmatte: {len(paths)} image(s), {m.describe()}")
-    if m.backend.fell_back if hasattr(m.backend, "fell_back") else False:
+    if m.backend.fell_back:
         console.print("[yellow]warning:[/] running on the CPU: the requested GPU device could not be used")
 
     failures = []

@@ -6,6 +6,7 @@ guard) and falls back to OpenCV for what Pillow cannot open (16-bit colour TIFF,
 
 from __future__ import annotations
 
+import glob
 import io
 import os
 import tempfile
@@ -52,7 +53,7 @@ def decode_image(data: bytes, source: str = "<bytes>", max_pixels: int = DEFAULT
         if "truncated" in str(e).lower() or isinstance(e, SyntaxError):
             raise ImageError(source, f"corrupt or truncated image ({e})") from None
         return _decode_with_opencv(data, source, max_pixels, reason=str(e))
-    return _to_rgb(im, source)
+    return from_pil(im, source)
 
 
 def read_bytes(path: str | Path) -> bytes:
@@ -79,7 +80,8 @@ def _check_pixels(size: tuple[int, int], source: str, max_pixels: int) -> None:
         )
 
 
-def _to_rgb(im: Image.Image, source: str) -> DecodedImage:
+def from_pil(im: Image.Image, source: str = "<PIL image>") -> DecodedImage:
+    """Any Pillow mode to RGB uint8 plus the image's own alpha, if it has one."""
     mode = im.mode
     alpha = None
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
@@ -182,8 +184,6 @@ def list_images(inputs: list[str | Path]) -> list[Path]:
         elif p.exists():
             out.append(p)
         else:
-            import glob
-
             matches = sorted(Path(m) for m in glob.glob(str(item), recursive=True))
             matches = [m for m in matches if m.is_file()]
             if not matches:

@@ -23,7 +23,7 @@ from typing import Callable
 from . import imageio
 from .errors import CvmatteError
 from .matting import MattingEngine
-from .outputs import OutputLayout, OutputOptions, SkuResolver, encode_outputs
+from .outputs import OutputLayout, OutputOptions, SkuResolver, encode_outputs, safe_name
 
 
 @dataclass
@@ -67,17 +67,17 @@ def _plan_names(paths: list[Path], layout: OutputLayout, options: OutputOptions,
     counts: dict[tuple[str, str], int] = {}
     for s, p in zip(skus, paths):
         counts[s, p.stem] = counts.get((s, p.stem), 0) + 1
-    used: set[Path] = set()
+    used: set[tuple[str, str]] = set()
     planned = []
     for s, p in zip(skus, paths):
         stem = p.stem if counts[s, p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower() or 'noext'}"
+        stem = safe_name(stem, "image")  # "a b" and "a_b" would otherwise share one file
         candidate, n = stem, 1
-        while layout.paths(s, candidate, options).get("rgba", layout.folder(s) / candidate) in used:
+        while (s, candidate) in used:
             n += 1
             candidate = f"{stem}_{n}"
-        out = layout.paths(s, candidate, options)
-        used.add(out.get("rgba", layout.folder(s) / candidate))
-        planned.append((s, out))
+        used.add((s, candidate))
+        planned.append((s, layout.paths(s, candidate, options)))
     return planned
 
 

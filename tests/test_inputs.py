@@ -121,3 +121,13 @@ def test_over_the_pixel_limit_and_bombs_are_refused_before_decoding(photo):
     with pytest.raises(ImageTooLarge) as err:
         decode_image(bomb, "bomb.png")
     assert "bomb.png" in str(err.value)
+
+
+def test_pil_images_of_any_mode_go_through_the_api(matter, photo):
+    from PIL import Image as PILImage
+
+    palette = PILImage.fromarray(photo).quantize(64)
+    r = matter.matte(palette)  # a palette image's array is indices, not colours: must be converted
+    assert r.alpha.shape == photo.shape[:2]
+    reference = matter.matte(np.asarray(palette.convert("RGB")))
+    np.testing.assert_allclose(r.alpha, reference.alpha, atol=1e-5)

@@ -17,6 +17,8 @@ class Backend(Protocol):
     providers: list[str]
     #: Largest batch the backend accepts; None when the batch axis is dynamic.
     max_batch: int | None
+    #: True when a GPU was asked for and the caller allowed running on the CPU instead.
+    fell_back: bool
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """batch: float32 [N, C, H, W], normalised as the spec says -> alpha float32 [N, 1, H, W] in [0, 1]."""
