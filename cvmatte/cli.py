@@ -124,6 +124,27 @@ def models(
 
 
 @app.command()
+def export(
+    model: str = typer.Argument(..., help="Zoo name, ONNX file (with its spec JSON) or ModelScope tf_graph.pb."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder: <name>.<precision>.onnx, specs, parity.json, BUILD.md."),
+    precision: str = typer.Option("fp32", "--precision", help="Comma-separated: fp32, fp16, int8."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of real images for INT8 calibration and parity."),
+    trt: bool = typer.Option(False, "--trt", help="Also build TensorRT engines (needs tensorrt and a GPU)."),
+):
+    """Convert a model to ONNX FP32/FP16/INT8 (and TensorRT), checking parity at every step."""
+    from .export.convert import export as run_export
+
+    precisions = [p.strip() for p in precision.split(",") if p.strip()]
+    try:
+        report = run_export(model, out, precisions, calib, trt=trt, log=lambda msg: console.print(msg))
+    except (CvmatteError, ValueError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    console.print(f"wrote {', '.join(str(p) for p in report.files.values())}; parity {'passed' if report.passed else 'FAILED'}")
+    raise typer.Exit(0 if report.passed else 1)
+
+
+@app.command()
 def samples(dest: Path = typer.Argument(Path("demo"), help="Folder to write the demo photos into.")):
     """Write the demo photos (real photos bundled with scikit-image) into a folder."""
     from .benchmarks.samples import write_demo_photos

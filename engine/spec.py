@@ -39,6 +39,9 @@ class ModelSpec:
     #: Number of input channels: 3 (RGB) or 4 (RGB + coarse alpha, for tile refiners).
     in_channels: int = 3
     input_dtype: str = "float32"
+    #: Arithmetic inside the graph: "fp32", "fp16" (I/O stay float32) or "int8" (Q/DQ nodes,
+    #: I/O float32).
+    precision: str = "fp32"
     sha256: str = ""
     source: str = ""
     notes: str = ""

@@ -1,0 +1,133 @@
+"""`cvmatte export`: a model in, ONNX files per precision, parity report and an edge bundle out.
+
+Steps, each checked for parity on real images against the previous one and against FP32:
+source -> ONNX FP32 (cleaned) -> FP16 -> INT8 (Q/DQ, calibrated) -> TensorRT engines (when asked).
+Writes DIR/<name>.<precision>.onnx with <name>.<precision>.json beside each, DIR/parity.json and
+DIR/BUILD.md (the commands that build engines on the target device).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cvmatte.engine import zoo
+from cvmatte.engine.errors import ModelError
+from cvmatte.engine.spec import spec_path_for
+
+from . import parity
+from .onnx_passes import calibration_images, clean, to_fp16, to_int8
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass
+class ExportReport:
+    files: dict[str, Path] = field(default_factory=dict)
+    parity: list[dict] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(row["passed"] for row in self.parity)
+
+
+def _source(model: str | Path, out_dir: Path, log) -> tuple[zoo.ResolvedModel, list[dict]]:
+    """The FP32 ONNX to start from, and the parity rows of its own conversion."""
+    path = Path(model)
+    if path.suffix == ".pb":
+        from .tf_graph import convert_tf_graph
+
+        log(f"converting TensorFlow graph {path} with tf2onnx")
+        converted = convert_tf_graph(path, out_dir / "source")
+        return zoo.ResolvedModel(converted.core, converted.spec), []
+    return zoo.resolve(model), []
+
+
+def export(model: str | Path, out_dir: str | Path, precisions=("fp32",), calib_dir: str | Path | None = None,
+           parity_images: list[Path] | None = None, trt: bool = False, log=print) -> ExportReport:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    unknown = set(precisions) - set(PRECISIONS)
+    if unknown:
+        raise ValueError(f"unknown precision(s) {sorted(unknown)}; choose from {', '.join(PRECISIONS)}")
+    source, rows = _source(model, out_dir, log)
+    name = source.spec.name
+    report = ExportReport(parity=rows)
+    if source.spec.precision != "fp32":
+        # Already converted (a bundle's FP16 or INT8 file): only engines are left to build.
+        report.files[source.spec.precision] = source.path
+        return _finish(out_dir, report, trt, log)
+    if parity_images is None:
+        parity_images = calibration_images(Path(calib_dir), limit=16) if calib_dir else _demo_images(out_dir)
+    images = parity.load_images(parity_images)
+    log(f"parity on {len(images)} real images")
+
+    fp32_path = out_dir / f"{name}.fp32.onnx"
+    fp32 = zoo.ResolvedModel(fp32_path, clean(source.path, fp32_path, source.spec))
+    report.files["fp32"] = fp32_path
+    ref = parity.onnx_alphas(fp32, images)
+    report.parity.append(parity.judge("fp32 (cleaned)", "source", parity.compare(parity.onnx_alphas(source, images), ref),
+                                      parity.TOLERANCES["fp32"]))
+    # FP16 and INT8 are each made from the cleaned FP32 file: that is their previous step.
+    for precision in ("fp16", "int8"):
+        if precision not in precisions:
+            continue
+        path = out_dir / f"{name}.{precision}.onnx"
+        if precision == "fp16":
+            spec = to_fp16(fp32_path, path, fp32.spec)
+        else:
+            calib = calibration_images(Path(calib_dir)) if calib_dir else parity_images
+            log(f"calibrating INT8 on {len(calib)} images")
+            tol = parity.TOLERANCES["int8"]
+            spec = to_int8(fp32_path, path, fp32.spec, calib, images, tol.mean_abs, tol.min_iou, log=log)
+        report.files[precision] = path
+        alphas = parity.onnx_alphas(zoo.ResolvedModel(path, spec), images)
+        tol = parity.TOLERANCES[precision]
+        report.parity.append(parity.judge(precision, "fp32", parity.compare(ref, alphas), tol))
+    return _finish(out_dir, report, trt, log)
+
+
+def _finish(out_dir: Path, report: ExportReport, trt: bool, log) -> ExportReport:
+    if trt:
+        from .tensorrt_build import build_engine
+
+        for precision, path in list(report.files.items()):
+            engine = out_dir / f"{path.stem}.engine"
+            spec = zoo.resolve(path).spec
+            meta = build_engine(path, spec, engine, timing_cache=out_dir / "timing.cache")
+            log(f"built {engine} (TensorRT {meta.tensorrt}, {meta.gpu})")
+            report.files[f"{precision}-engine"] = engine
+    for row in report.parity:
+        log(parity.format_row(row))
+    (out_dir / "parity.json").write_text(json.dumps(report.parity, indent=2))
+    write_bundle_readme(out_dir, report)
+    return report
+
+
+def _demo_images(out_dir: Path) -> list[Path]:
+    from cvmatte.benchmarks.samples import write_demo_photos
+
+    try:
+        return write_demo_photos(out_dir / "parity-images")
+    except RuntimeError as e:
+        raise ModelError(f"parity needs real images: pass --calib DIR ({e})") from None
+
+
+def write_bundle_readme(out_dir: Path, report: ExportReport) -> None:
+    """The edge bundle: these files plus the exact commands to build engines on the device."""
+    from .tensorrt_build import trtexec_command
+
+    lines = ["# Edge bundle", "",
+             "TensorRT engines are tied to one GPU and one TensorRT version: build them on the target from these",
+             "ONNX files (precision is in the graph: FP16 ops, INT8 Q/DQ nodes; no precision flags needed).", ""]
+    for precision in PRECISIONS:
+        path = report.files.get(precision)
+        if not path:
+            continue
+        spec = zoo.resolve(path).spec
+        lines += [f"## {path.name}", "", f"spec: `{spec_path_for(path).name}`"
+                  + (f"; calibration: {json.dumps(spec.extra.get('calibration'))}" if "calibration" in spec.extra else ""),
+                  "", "```bash", f"cvmatte export {path.name} -o engines --trt",
+                  trtexec_command(path.name, spec), "```", ""]
+    (out_dir / "BUILD.md").write_text("\n".join(lines))
