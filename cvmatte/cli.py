@@ -121,11 +121,29 @@ def models(
         mb = f"yes, {hit.path.stat().st_size / 1e6:.1f} MB" if hit else "no"
         table.add_row(entry.name, size, mb, entry.source, entry.description)
     Console().print(table)
+    _print_presets()
+
+
+def _print_presets():
+    """The CV-UNet student presets (torch is needed to build them; the runtime does without)."""
+    try:
+        from .distill.cvunet import PRESETS, build, count_flops, count_parameters
+    except ImportError:
+        Console().print("CV-UNet presets: install torch to list them (pip install 'cvmatte[torch]')")
+        return
+    table = Table(title="CV-UNet student presets")
+    for col in ("preset", "encoder", "width", "parameters", "GFLOP at 512x512"):
+        table.add_column(col, no_wrap=True)
+    for name, cfg in PRESETS.items():
+        model = build(name)
+        table.add_row(name, cfg.encoder, f"{cfg.width:g}", f"{count_parameters(model) / 1e6:.2f} M",
+                      f"{count_flops(model) / 1e9:.1f}")
+    Console().print(table)
 
 
 @app.command()
 def export(
-    model: str = typer.Argument(..., help="Zoo name, ONNX file (with its spec JSON) or ModelScope tf_graph.pb."),
+    model: str = typer.Argument(..., help="Zoo name, ONNX file (with its spec JSON), CV-UNet checkpoint (.pt) or ModelScope tf_graph.pb."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: <name>.<precision>.onnx, specs, parity.json, BUILD.md."),
     precision: str = typer.Option("fp32", "--precision", help="Comma-separated: fp32, fp16, int8."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of real images for INT8 calibration and parity."),

@@ -41,6 +41,12 @@ def _source(model: str | Path, out_dir: Path, log) -> tuple[zoo.ResolvedModel, l
         log(f"converting TensorFlow graph {path} with tf2onnx")
         converted = convert_tf_graph(path, out_dir / "source")
         return zoo.ResolvedModel(converted.core, converted.spec), []
+    if path.suffix in (".pt", ".pth"):
+        from .torch_export import export_checkpoint
+
+        log(f"exporting torch checkpoint {path}")
+        spec = export_checkpoint(path, out_dir / "source")
+        return zoo.ResolvedModel(out_dir / "source" / f"{spec.name}.onnx", spec), []
     return zoo.resolve(model), []
 
 

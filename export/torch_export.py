@@ -50,3 +50,11 @@ def export_module(module, spec: ModelSpec, path: Path, atol: float = 1e-4) -> Mo
             diff = np.abs(got - expected).max() if got.shape == expected.shape else f"shape {got.shape}"
             raise ModelError(f"{path}: ONNX differs from torch at input {shape}: {diff} (tolerance {atol})")
     return save_with_spec(onnx.load(str(path)), path, spec, dynamic_batch=True, dynamic_hw=True)
+
+
+def export_checkpoint(path: Path, out_dir: Path) -> ModelSpec:
+    """A CV-UNet checkpoint from `cvmatte distill` -> out_dir/<name>.onnx and its spec."""
+    from cvmatte.distill.checkpoint import load_checkpoint
+
+    model, spec, _ = load_checkpoint(path)
+    return export_module(model, spec, Path(out_dir) / f"{spec.name}.onnx")
