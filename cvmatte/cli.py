@@ -163,6 +163,39 @@ def export(
 
 
 @app.command()
+def distill(
+    teacher: str = typer.Option(zoo.DEFAULT_MODEL, "--teacher", help="Zoo name or ONNX file of the teacher."),
+    student: str = typer.Option("cvunet-s", "--student", help="CV-UNet preset (see `cvmatte models`)."),
+    data: List[Path] = typer.Option(..., "--data", help="Folder(s) of unlabelled photos; the teacher labels them."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run folder: checkpoints, labels, metrics, the exported ONNX."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1),
+    minutes: Optional[float] = typer.Option(None, "--minutes", min=0.1),
+    size: int = typer.Option(320, "--size", help="Training resolution (multiple of 32)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    eval_every: int = typer.Option(50, "--eval-every", min=1),
+    synthetic: int = typer.Option(24, "--synthetic", min=0, help="Synthetic composites with exact alpha added."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (mixed precision on cuda)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from RUN/last.pt."),
+):
+    """Distil a teacher into a CV-UNet student, resumable, exported to ONNX at the end."""
+    try:
+        from .distill.trainer import DistillConfig, distill as run_distill
+    except ImportError as e:
+        console.print(f"[red]error:[/] distillation needs torch ({e}): pip install 'cvmatte[torch]'")
+        raise typer.Exit(2)
+    try:
+        cfg = DistillConfig(teacher=teacher, student=student, data=[str(d) for d in data], out=str(out), steps=steps,
+                            minutes=minutes, size=size, batch_size=batch_size, eval_every=eval_every,
+                            synthetic=synthetic, seed=seed, device=device)
+        result = run_distill(cfg, resume=resume, log=lambda m: console.print(m))
+    except (CvmatteError, ValueError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    console.print(f"done at step {result['step']}: {result['onnx']}")
+
+
+@app.command()
 def samples(dest: Path = typer.Argument(Path("demo"), help="Folder to write the demo photos into.")):
     """Write the demo photos (real photos bundled with scikit-image) into a folder."""
     from .benchmarks.samples import write_demo_photos

@@ -18,8 +18,10 @@ from .cvunet import CVUNet, CVUNetConfig
 FORMAT = "cvmatte-cvunet/1"
 
 
-def save_checkpoint(path: Path, model: CVUNet, spec: ModelSpec, extra: dict | None = None) -> None:
-    """extra: JSON-able training state (step, losses, ...); optimizer state goes in `tensors`."""
+def save_checkpoint(path: Path, model: CVUNet, spec: ModelSpec, extra: dict | None = None,
+                    optimizer_state: dict | None = None) -> None:
+    """extra: JSON-able training state (step, metrics, ...); optimizer_state: the optimizer's
+    state_dict, so that a resumed run continues exactly."""
     payload = {
         "format": FORMAT,
         "config": json.dumps({**model.config.__dict__, "depths": list(model.config.depths)}),
@@ -27,9 +29,15 @@ def save_checkpoint(path: Path, model: CVUNet, spec: ModelSpec, extra: dict | No
         "state_dict": model.state_dict(),
         "extra": json.dumps(extra or {}),
     }
+    if optimizer_state is not None:
+        payload["optimizer"] = optimizer_state
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_optimizer_state(path: Path) -> dict | None:
+    return torch.load(Path(path), map_location="cpu", weights_only=True).get("optimizer")
 
 
 def load_checkpoint(path: Path) -> tuple[CVUNet, ModelSpec, dict]:

@@ -55,4 +55,4 @@ def matting_loss(pred, target, weight=None, w_l1=1.0, w_grad=1.0, w_lap=1.0):
     parts = {"l1": alpha_l1(pred, target, weight), "grad": gradient_loss(pred, target, weight),
              "lap": laplacian_loss(pred, target)}
     total = w_l1 * parts["l1"] + w_grad * parts["grad"] + w_lap * parts["lap"]
-    return total, {k: float(v) for k, v in parts.items()}
+    return total, {k: float(v.detach()) for k, v in parts.items()}
