@@ -147,7 +147,7 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print, progress: bool 
             step += 1
             images += len(batch)
             rate = images / max(1e-9, time.perf_counter() - start)
-            bar.update(task, completed=step, description=f"step {step} loss {float(loss):.4f} {rate:.1f} img/s")
+            bar.update(task, completed=step, description=f"step {step} loss {loss.item():.4f} {rate:.1f} img/s")
             if step % cfg.eval_every == 0 or done():
                 scores = evaluate(model, held, spec, cfg.size, device)
                 elapsed = elapsed_before + time.perf_counter() - start
@@ -158,8 +158,8 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print, progress: bool 
                                 opt.state_dict())
                 # After the checkpoint: a kill in between never leaves a row the resumed run repeats.
                 with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps({"step": step, "loss": float(loss), **parts, **scores, "elapsed_s": elapsed}) + "\n")
-                log(f"step {step}: loss {float(loss):.4f}, held-out " +
+                    f.write(json.dumps({"step": step, "loss": loss.item(), **parts, **scores, "elapsed_s": elapsed}) + "\n")
+                log(f"step {step}: loss {loss.item():.4f}, held-out " +
                     ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     best_model, best_spec, best_state = load_checkpoint(out / "best.pt")
     onnx_spec = export_module(best_model, best_spec, out / f"{cfg.student}.onnx")
