@@ -21,13 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from cvmatte import Matter
-from cvmatte.benchmarks.samples import make_composite, write_demo_photos
+from cvmatte.benchmarks.samples import SCENES, make_composite, write_demo_photos
 from cvmatte.engine import metrics, zoo
 from cvmatte.export import parity
 from cvmatte.export.onnx_passes import clean, to_int8
-
-SCENES = [("coffee.png", "astronaut.png"), ("chelsea.png", "motorcycle_left.png"), ("coffee.png", "rocket.jpg"),
-          ("chelsea.png", "astronaut.png"), ("coffee.png", "motorcycle_left.png"), ("chelsea.png", "rocket.jpg")]
 
 
 def main(argv=None):

@@ -55,6 +55,12 @@ def write_demo_photos(dest: str | Path) -> list[Path]:
     return written
 
 
+#: (foreground photo, background photo) pairs for synthetic product shots, used by the trainer,
+#: the tests and the benchmarks alike.
+SCENES = [("coffee.png", "astronaut.png"), ("chelsea.png", "motorcycle_left.png"), ("coffee.png", "rocket.jpg"),
+          ("chelsea.png", "astronaut.png"), ("coffee.png", "motorcycle_left.png"), ("chelsea.png", "rocket.jpg")]
+
+
 @dataclass
 class Composite:
     """rgb: uint8 [H, W, 3]; alpha: float32 [H, W] exact ground truth; fg/bg: the layers."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cvmatte.benchmarks.samples import make_composite
+from cvmatte.benchmarks.samples import SCENES, make_composite
 from cvmatte.engine.imageio import IMAGE_SUFFIXES, atomic_write_bytes, encode_png, read_image
 
 
@@ -55,10 +55,6 @@ def teacher_labels(matter, photos: list[Path], cache: Path, log=print) -> list[S
         samples.append(Sample(rgb, alpha, False, str(path)))
     log(f"teacher labels: {len(samples)} photos ({fresh} new, {len(samples) - fresh} from {cache})")
     return samples
-
-
-SCENES = [("coffee.png", "astronaut.png"), ("chelsea.png", "motorcycle_left.png"), ("coffee.png", "rocket.jpg"),
-          ("chelsea.png", "astronaut.png"), ("coffee.png", "motorcycle_left.png"), ("chelsea.png", "rocket.jpg")]
 
 
 def synthetic(count: int, seed: int, megapixels: float = 0.3) -> list[Sample]:

@@ -128,6 +128,23 @@ def _fetch_cv_unet(dest: Path) -> None:
     convert_cv_unet_graph(graph, dest, name="cv-unet-universal")
 
 
+#: Students distilled by this project and shipped inside the package (engine/models/).
+PACKAGED = Path(__file__).parent / "models"
+
+
+def _packaged(name: str) -> Callable[[Path], None]:
+    def fetch(dest: Path) -> None:
+        import shutil
+
+        src = PACKAGED / f"{name}.onnx"
+        if not src.is_file():
+            raise ModelError(f"{name}: this installation has no {src}; reinstall cvmatte")
+        shutil.copyfile(src, dest / f"{name}.onnx")
+        shutil.copyfile(spec_path_for(src), spec_path_for(dest / f"{name}.onnx"))
+
+    return fetch
+
+
 ZOO: dict[str, ZooEntry] = {
     "u2netp": ZooEntry(
         "u2netp",
@@ -142,6 +159,9 @@ ZOO: dict[str, ZooEntry] = {
         _fetch_cv_unet,
     ),
 }
+for _spec_file in sorted(PACKAGED.glob("*.json")):
+    ZOO[_spec_file.stem] = ZooEntry(_spec_file.stem, "CV-UNet student distilled by cvmatte (see its spec's notes)",
+                                    "packaged with cvmatte", _packaged(_spec_file.stem))
 
 
 def _load_beside(onnx_path: Path) -> ResolvedModel:
