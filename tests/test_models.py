@@ -109,3 +109,16 @@ def test_import_cvmatte_pulls_no_heavy_stack():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+@pytest.mark.parametrize("name", [n for n, e in zoo.ZOO.items() if e.source == "packaged with cvmatte"] or ["none"])
+def test_packaged_students_resolve_verify_and_cut_out(tmp_path, name, coffee):
+    if name == "none":
+        pytest.skip("no student is packaged in engine/models yet")
+    from cvmatte import Matter
+
+    resolved = zoo.resolve(name, tmp_path)  # copied from the package into an empty cache
+    assert sha256_file(resolved.path) == resolved.spec.sha256
+    r = Matter(name, device="cpu", cache_dir=tmp_path).matte(coffee)
+    assert r.alpha[100:180, 210:360].mean() > 0.8  # the cup
+    assert r.alpha[:40, 500:].mean() < 0.2  # the table
