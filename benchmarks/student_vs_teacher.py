@@ -22,6 +22,7 @@ from cvmatte import Matter
 from cvmatte.benchmarks.samples import SCENES, make_composite, write_demo_photos
 from cvmatte.engine import metrics
 from cvmatte.engine.imageio import read_image
+from cvmatte.engine.preprocess import coarse_input
 
 U2NETP_GFLOP = 39.5
 
@@ -43,8 +44,6 @@ def main(argv=None):
     times = {"teacher": [], "student": []}
     inputs = {}
     for name, m in (("teacher", teacher), ("student", student)):
-        from cvmatte.engine.preprocess import coarse_input
-
         inputs[name] = coarse_input(images[0], m.spec)[None]
         m.backend.run(inputs[name])
     for _ in range(args.repeats):

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from cvmatte.benchmarks.samples import SCENES, make_composite
-from cvmatte.engine.imageio import IMAGE_SUFFIXES, atomic_write_bytes, encode_png, read_image
+from cvmatte.engine.imageio import IMAGE_SUFFIXES, atomic_write_bytes, decode_image, encode_png
 
 
 @dataclass
@@ -45,7 +45,7 @@ def teacher_labels(matter, photos: list[Path], cache: Path, log=print) -> list[S
         data = Path(path).read_bytes()
         key = hashlib.sha256(data + matter.spec.sha256.encode()).hexdigest()[:24]
         label = cache / f"{key}.png"
-        rgb = read_image(path).rgb
+        rgb = decode_image(data, str(path)).rgb  # the bytes already read for the key
         if label.is_file():
             alpha = cv2.imread(str(label), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
         else:

@@ -87,12 +87,12 @@ class MattingEngine:
         timings = dict(timings or {})
         t0 = time.perf_counter()
         H, W = rgb.shape[:2]
+        scale = self.upsampling_scale(H, W)
         coarse = preprocess.upsample_alpha(coarse_small, (H, W))
         alpha, n_tiles, band_fraction, band = coarse, 0, 0.0, None
         h, w = self.spec.input_size
         # An image no larger than the model's input: the plain pass is already at full resolution.
         if s.tile and (H > h or W > w):
-            scale = self.upsampling_scale(H, W)
             weight = self.band_weight(coarse_small, (H, W))
             band = weight > 0
             band_fraction = float(band.mean())
@@ -108,7 +108,7 @@ class MattingEngine:
         timings["refine_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         # The blur radius must well exceed the soft edge's width, which grows with the upsampling.
-        radius = max(90, int(10 * self.upsampling_scale(H, W)))
+        radius = max(90, int(10 * scale))
         foreground = estimate_foreground(rgb, alpha, s.despill, radius)
         timings["foreground_s"] = time.perf_counter() - t0
         return MatteResult(alpha.astype(np.float32, copy=False), coarse, foreground, n_tiles, band_fraction, band,

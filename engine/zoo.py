@@ -121,11 +121,13 @@ def _fetch_cv_unet(dest: Path) -> None:
     graph = snapshot / "tf_graph.pb"
     if not graph.is_file():
         raise ModelError(f"{CV_UNET_MODELSCOPE_ID} snapshot at {snapshot} has no tf_graph.pb. {hint}")
+    from cvmatte.export.tf_graph import convert_cv_unet_graph
+
     try:
-        from cvmatte.export.tf_graph import convert_cv_unet_graph
-    except ImportError:
-        raise ModelError(f"downloaded {graph}, but this build has no TensorFlow-graph converter yet. {hint}") from None
-    convert_cv_unet_graph(graph, dest, name="cv-unet-universal")
+        convert_cv_unet_graph(graph, dest, name="cv-unet-universal")
+    except ImportError as e:  # tensorflow and tf2onnx are imported only when converting
+        raise ModelError(f"downloaded {graph}; converting it needs the export extra "
+                         f"(pip install 'cvmatte[export]'): {e}") from None
 
 
 #: Students distilled by this project and shipped inside the package (engine/models/).
