@@ -41,6 +41,8 @@ def matte(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or tensorrt. A GPU that cannot be used is an error, not a silent CPU run."),
     allow_cpu_fallback: bool = typer.Option(False, "--allow-cpu-fallback", help="Run on the CPU (and say so) when the GPU device cannot be used."),
     tile: bool = typer.Option(True, "--tile/--no-tile", help="Refine the object's edge at full resolution in tiles."),
+    refiner: str = typer.Option("guided", "--refiner", help="What refines the tiles: guided (model-free guided filter) "
+                                "or a learned refiner's zoo name / ONNX file (e.g. cvunet-refiner)."),
     despill: float = typer.Option(1.0, "--despill", min=0.0, max=1.0, help="Remove the old background's colour from soft edges (0 = off)."),
     alpha: bool = typer.Option(False, "--alpha", help="Also write <stem>_alpha.png (8-bit alpha)."),
     white_bg: bool = typer.Option(False, "--white-bg", help="Also write <stem>_white.jpg on a white canvas."),
@@ -67,7 +69,7 @@ def matte(
         console.print("[red]error:[/] no images found in " + ", ".join(inputs))
         raise typer.Exit(2)
     try:
-        m = Matter(model, backend, device, threads=threads, allow_cpu_fallback=allow_cpu_fallback,
+        m = Matter(model, backend, device, threads=threads, allow_cpu_fallback=allow_cpu_fallback, refiner=refiner,
                    tile=tile, despill=despill, batch_size=batch_size, max_pixels=int(max_megapixels * 1e6))
     except CvmatteError as e:
         console.print(f"[red]error:[/] {e}")
@@ -166,14 +168,19 @@ def export(
 def distill(
     teacher: str = typer.Option(zoo.DEFAULT_MODEL, "--teacher", help="Zoo name or ONNX file of the teacher."),
     student: str = typer.Option("cvunet-s", "--student", help="CV-UNet preset (see `cvmatte models`)."),
-    data: List[Path] = typer.Option(..., "--data", help="Folder(s) of unlabelled photos; the teacher labels them."),
+    data: List[Path] = typer.Option(..., "--data", help="Folder(s) of photos; the teacher labels them, except those "
+                                    "with an X.alpha.png beside them (ground truth)."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: checkpoints, labels, metrics, the exported ONNX."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1),
     minutes: Optional[float] = typer.Option(None, "--minutes", min=0.1),
-    size: int = typer.Option(320, "--size", help="Training resolution (multiple of 32)."),
+    size: int = typer.Option(320, "--size", help="Training crop size (multiple of 32)."),
+    infer_size: Optional[int] = typer.Option(None, "--infer-size",
+                                             help="The student's input size in its spec and evaluation (default: --size)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     eval_every: int = typer.Option(50, "--eval-every", min=1),
     synthetic: int = typer.Option(24, "--synthetic", min=0, help="Synthetic composites with exact alpha added."),
+    photo_share: float = typer.Option(0.5, "--photo-share", min=0.0, max=1.0,
+                                      help="Share of each batch drawn from the teacher-labelled photos."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (mixed precision on cuda)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN/last.pt."),
@@ -186,13 +193,39 @@ def distill(
         raise typer.Exit(2)
     try:
         cfg = DistillConfig(teacher=teacher, student=student, data=[str(d) for d in data], out=str(out), steps=steps,
-                            minutes=minutes, size=size, batch_size=batch_size, eval_every=eval_every,
-                            synthetic=synthetic, seed=seed, device=device)
+                            minutes=minutes, size=size, infer_size=infer_size, batch_size=batch_size, eval_every=eval_every,
+                            synthetic=synthetic, photo_share=photo_share, seed=seed, device=device)
         result = run_distill(cfg, resume=resume, log=lambda m: console.print(m))
     except (CvmatteError, ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2)
     console.print(f"done at step {result['step']}: {result['onnx']}")
+
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="One model in FP32 at its own size, small sets: under two minutes on a 2-core CPU."),
+    models: Optional[List[str]] = typer.Option(None, "--models", help="Zoo names or ONNX files (default: u2netp, plus cvunet-s when packaged)."),
+    backends: Optional[List[str]] = typer.Option(None, "--backends", help="Inference backends (default: onnxruntime)."),
+    devices: Optional[List[str]] = typer.Option(None, "--devices", help="Devices to time on: cpu, cuda, tensorrt (default: cpu)."),
+    precisions: Optional[List[str]] = typer.Option(None, "--precisions", help="fp32, fp16, int8 (default: all three; --quick: fp32)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: benchmarks/results/<machine>/)."),
+):
+    """Latency, catalog throughput and accuracy side by side with the rembg-style loop; JSON, markdown and plots."""
+    from .benchmarks.suite import BenchConfig, run as run_bench
+
+    if not models:
+        models = ["u2netp"] + (["cvunet-s"] if "cvunet-s" in zoo.ZOO else [])
+    overrides = dict(models=list(models), backends=backends or None, devices=devices or None,
+                     precisions=precisions or None, out=out)
+    cfg = BenchConfig.quick_config(**overrides) if quick else \
+        BenchConfig(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        report = run_bench(cfg, log=lambda m: console.print(m))
+    except CvmatteError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    typer.echo(Path(report["files"][1]).read_text())
 
 
 @app.command()

@@ -24,24 +24,50 @@ class Sample:
     source: str
 
 
+#: A photo `x.jpg` with a file `x.alpha.png` beside it has ground truth: the trainer learns that alpha
+#: instead of the teacher's (composites from `distill/corpus.py` come this way).
+ALPHA_SUFFIX = ".alpha.png"
+
+
+def alpha_file(photo: Path) -> Path:
+    return photo.with_name(photo.stem + ALPHA_SUFFIX)
+
+
 def list_photos(folders: list[Path]) -> list[Path]:
     paths = []
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: not a folder of photos")
-        paths += sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths += sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                        and not p.name.endswith(ALPHA_SUFFIX))
     if not paths:
         raise FileNotFoundError(f"no photos in {', '.join(map(str, folders))}")
     return paths
 
 
+def is_held_out(index: int, holdout: float) -> bool:
+    """The fixed held-out split: every k-th item (k = 1 / holdout) of a sorted list, so that it spans
+    all folders, a resumed run holds out the same items, and benchmarks can find them again."""
+    return holdout > 0 and index % max(2, int(round(1 / holdout))) == 0
+
+
 def teacher_labels(matter, photos: list[Path], cache: Path, log=print) -> list[Sample]:
     """The teacher's alpha for every photo, through the engine (what users see), cached as PNG
-    keyed by the photo's sha256 and the teacher model's sha256."""
+    keyed by the photo's sha256 and the teacher model's sha256; photos with an alpha file beside
+    them take that ground truth instead."""
     cache.mkdir(parents=True, exist_ok=True)
-    samples, fresh = [], 0
+    samples, fresh, exact = [], 0, 0
     for path in photos:
+        truth = alpha_file(Path(path))
+        if truth.is_file():
+            rgb = decode_image(Path(path).read_bytes(), str(path)).rgb
+            alpha = cv2.imread(str(truth), cv2.IMREAD_GRAYSCALE)
+            if alpha is None or alpha.shape != rgb.shape[:2]:
+                raise ValueError(f"{truth}: not a greyscale alpha of the size of {path}")
+            samples.append(Sample(rgb, alpha.astype(np.float32) / 255.0, True, str(path)))
+            exact += 1
+            continue
         data = Path(path).read_bytes()
         key = hashlib.sha256(data + matter.spec.sha256.encode()).hexdigest()[:24]
         label = cache / f"{key}.png"
@@ -53,7 +79,8 @@ def teacher_labels(matter, photos: list[Path], cache: Path, log=print) -> list[S
             atomic_write_bytes(label, encode_png(np.clip(alpha * 255 + 0.5, 0, 255).astype(np.uint8)))
             fresh += 1
         samples.append(Sample(rgb, alpha, False, str(path)))
-    log(f"teacher labels: {len(samples)} photos ({fresh} new, {len(samples) - fresh} from {cache})")
+    log(f"labels: {len(samples) - exact} photos by the teacher ({fresh} new, {len(samples) - exact - fresh} "
+        f"from {cache}), {exact} with ground-truth alpha")
     return samples
 
 

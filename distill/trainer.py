@@ -34,10 +34,12 @@ class DistillConfig:
     steps: int | None = None
     minutes: float | None = None
     size: int = 320
+    infer_size: int | None = None  # the spec's (and evaluation's) size; default: size
     batch_size: int = 8
     lr: float = 2e-3
     eval_every: int = 50
     synthetic: int = 24
+    photo_share: float = 0.5
     holdout: float = 0.2
     seed: int = 0
     device: str = "cpu"
@@ -47,8 +49,11 @@ class DistillConfig:
             raise ValueError(f"student must be one of {', '.join(PRESETS)}; got {self.student!r}")
         if self.steps is None and self.minutes is None:
             raise ValueError("give steps or minutes")
-        if self.size % 32:
-            raise ValueError(f"size must be a multiple of 32, got {self.size}")
+        if not 0.0 <= self.photo_share <= 1.0:
+            raise ValueError(f"photo_share is a fraction of each batch, got {self.photo_share}")
+        self.infer_size = self.infer_size or self.size
+        if self.size % 32 or self.infer_size % 32:
+            raise ValueError(f"sizes must be multiples of 32, got {self.size} and {self.infer_size}")
 
 
 def _tensor(pairs, spec: ModelSpec, device):
@@ -92,40 +97,55 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print, progress: bool 
     photos = data.list_photos([Path(d) for d in cfg.data])
     labelled = data.teacher_labels(teacher, photos, out / "labels", log)
     synth = data.synthetic(cfg.synthetic, cfg.seed)
-    # A fixed held-out split (by position, so that a resumed run holds out the same images).
-    n_hold = max(1, int(round(len(labelled) * cfg.holdout)))
-    n_hold_s = max(1, int(round(len(synth) * cfg.holdout))) if synth else 0
-    held = labelled[:n_hold] + synth[:n_hold_s]
-    train = labelled[n_hold:] + synth[n_hold_s:]
-    if not train:
+    # A fixed held-out split: every k-th of the sorted teacher-labelled photos and of the exact
+    # samples, so that it spans all folders and a resumed run holds out the same images.
+    photos_t = [s for s in labelled if not s.exact]
+    exact = [s for s in labelled if s.exact] + synth
+    held = [s for group in (photos_t, exact) for i, s in enumerate(group) if data.is_held_out(i, cfg.holdout)]
+    train_photos = [s for i, s in enumerate(photos_t) if not data.is_held_out(i, cfg.holdout)]
+    train_exact = [s for i, s in enumerate(exact) if not data.is_held_out(i, cfg.holdout)]
+    if not train_photos and not train_exact:
         raise ValueError("every sample is held out: give more photos or synthetic composites")
+    n_photo = cfg.batch_size if not train_exact else 0 if not train_photos else \
+        int(round(cfg.batch_size * cfg.photo_share))
 
-    spec = ModelSpec(name=cfg.student, input_size=(cfg.size, cfg.size), input_name="image", output_name="alpha",
+    spec = ModelSpec(name=cfg.student, input_size=(cfg.infer_size, cfg.infer_size), input_name="image", output_name="alpha",
                      mean=teacher.spec.mean, std=teacher.spec.std, dynamic_batch=True, dynamic_hw=True,
                      source=f"distilled from {teacher.spec.name} (sha256 {teacher.spec.sha256[:12]}) by cvmatte distill",
-                     notes=f"trained at {cfg.size}x{cfg.size}; config {json.dumps(asdict(cfg))}")
-    model = build(cfg.student).to(device)
+                     notes=f"trained on {cfg.size}x{cfg.size} crops; config {json.dumps(asdict(cfg))}")
+    # channels_last: 17% faster training steps on this CPU (NOTES.md), and the layout cuDNN prefers.
+    model = build(cfg.student).to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     step, best, elapsed_before = 0, float("inf"), 0.0
     if resume and (out / "last.pt").is_file():
         model, _, state = load_checkpoint(out / "last.pt")
-        model = model.to(device).train()
+        model = model.to(device, memory_format=torch.channels_last).train()
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
         opt.load_state_dict(load_optimizer_state(out / "last.pt"))
         step, best, elapsed_before = state["step"], state["best"], state["elapsed_s"]
         rng = np.random.default_rng([cfg.seed, step])
         log(f"resumed from {out / 'last.pt'} at step {step}")
     log(f"student {cfg.student}: {count_flops(model, (cfg.size, cfg.size)) / 1e9:.2f} GFLOP at {cfg.size}²; "
-        f"{len(train)} training and {len(held)} held-out samples")
+        f"{len(train_photos)} teacher-labelled and {len(train_exact)} exact training samples "
+        f"({n_photo} of {cfg.batch_size} per batch teacher-labelled), {len(held)} held out")
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start = time.perf_counter()
-    deadline = None if cfg.minutes is None else cfg.minutes * 60 - elapsed_before
+
+    def progress_fraction():
+        """How far through the budget (steps or minutes, whichever comes first), resumes included."""
+        f = 0.0 if cfg.steps is None else step / cfg.steps
+        if cfg.minutes is not None:
+            f = max(f, (elapsed_before + time.perf_counter() - start) / (cfg.minutes * 60))
+        return min(f, 1.0)
 
     def done():
-        if cfg.steps is not None and step >= cfg.steps:
-            return True
-        return deadline is not None and time.perf_counter() - start >= deadline
+        return progress_fraction() >= 1.0
+
+    def learning_rate():
+        # Short linear warm-up, then cosine decay to zero at the end of the budget.
+        f = progress_fraction()
+        return cfg.lr * min(1.0, f / 0.03) * 0.5 * (1 + np.cos(np.pi * f))
 
     from rich.progress import Progress
 
@@ -135,8 +155,13 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print, progress: bool 
         task = bar.add_task("distilling", total=cfg.steps)
         bar.update(task, completed=step)
         while not done():
-            batch = [data.augment(train[int(i)], cfg.size, rng) for i in rng.integers(0, len(train), cfg.batch_size)]
+            picks = [train_photos[int(i)] for i in rng.integers(0, max(1, len(train_photos)), n_photo)] + \
+                [train_exact[int(i)] for i in rng.integers(0, max(1, len(train_exact)), cfg.batch_size - n_photo)]
+            batch = [data.augment(s, cfg.size, rng) for s in picks]
             x, y = _tensor(batch, spec, device)
+            x = x.contiguous(memory_format=torch.channels_last)
+            for group in opt.param_groups:
+                group["lr"] = max(learning_rate(), cfg.lr * 1e-3)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 pred = model(x)
             loss, parts = losses.matting_loss(pred.float(), y)
@@ -149,7 +174,7 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print, progress: bool 
             rate = images / max(1e-9, time.perf_counter() - start)
             bar.update(task, completed=step, description=f"step {step} loss {loss.item():.4f} {rate:.1f} img/s")
             if step % cfg.eval_every == 0 or done():
-                scores = evaluate(model, held, spec, cfg.size, device)
+                scores = evaluate(model, held, spec, cfg.infer_size, device)
                 elapsed = elapsed_before + time.perf_counter() - start
                 if scores["score"] < best:
                     best = scores["score"]

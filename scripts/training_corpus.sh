@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The training corpus of the packaged cvunet-s, from Debian bookworm packages (origin and licences in
+# each package's /usr/share/doc/<package>/copyright):
+#   tuxpaint-stamps-default 2022.06.04-1  photographic RGBA cut-outs (stamps), for composites
+#   opencv-doc 4.6.0+dfsg-12              OpenCV's sample photos (examples/data)
+#   plasma-workspace-wallpapers 5.27.5-2, mate-backgrounds 1.26.0-1, ukui-wallpapers 20.04.3-1.1
+#                                         wallpapers: real photos, and backdrops for composites
+# Usage: bash scripts/training_corpus.sh [WORK_DIR] [CORPUS_DIR]   (needs apt-get; root not required
+# for `apt-get download`). The demo photos (scikit-image) are NOT in it: they stay held out.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=$(realpath -m "${1:-corpus-src}")
+OUT=$(realpath -m "${2:-corpus}")
+mkdir -p "$WORK/debs" "$WORK/photos" "$WORK/stamps"
+(cd "$WORK/debs" && apt-get download tuxpaint-stamps-default=2022.06.04-1 opencv-doc=4.6.0+dfsg-12 \
+   'plasma-workspace-wallpapers=4:5.27.5-2' mate-backgrounds=1.26.0-1 ukui-wallpapers=20.04.3-1.1)
+for deb in "$WORK"/debs/*.deb; do dpkg-deb -x "$deb" "$WORK/root"; done
+R="$WORK/root/usr/share"
+cp -r "$R/tuxpaint/stamps/." "$WORK/stamps/"
+rm -rf "$WORK/stamps/symbols" "$WORK/stamps/town/roadsigns" "$WORK/stamps/town/flags"
+# OpenCV's photos (not its calibration boards, logos, text or synthetic test patterns).
+for f in "$R"/doc/opencv-doc/examples/data/*.jpg "$R"/doc/opencv-doc/examples/data/{basketball1,box_in_scene,chicky_512,graf1,pic1,pic3,pic5,rubberwhale1,smarties}.png; do
+  case "$(basename "$f")" in left*|right*|LinuxLogo*|WindowsLogo*|text_*|ellipses*|licenseplate*) continue;; esac
+  cp "$f" "$WORK/photos/opencv_$(basename "$f")"
+done
+# One file per Plasma wallpaper: its largest rendition.
+for d in "$R"/wallpapers/*/contents/images; do
+  f=$(ls -S "$d" | head -1); cp "$d/$f" "$WORK/photos/plasma_$(basename "$(dirname "$(dirname "$d")")").${f##*.}"
+done
+for f in "$R"/backgrounds/mate/*/*; do
+  case "$(basename "$f")" in Elephants_*) continue;; esac
+  cp "$f" "$WORK/photos/mate_$(basename "$f")"
+done
+for f in "$R"/backgrounds/*.jpg; do cp "$f" "$WORK/photos/ukui_$(basename "$f")"; done
+.venv/bin/python -m cvmatte.distill.corpus --cutouts "$WORK/stamps" --backgrounds "$WORK/photos" \
+  --photos "$WORK/photos" --count 480 -o "$OUT"
