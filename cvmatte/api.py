@@ -10,11 +10,11 @@ from PIL import Image
 
 from .engine import imageio, zoo
 from .engine.backends import create_backend
-from .engine.errors import ImageError
+from .engine.errors import ImageError, ModelError
 from .engine.matting import MatteResult, MattingEngine
 from .engine.outputs import OutputOptions, SkuResolver
 from .engine.pipeline import FileResult, RunReport, run_files
-from .engine.refiners import TileRefiner
+from .engine.refiners import GuidedFilterRefiner, ModelRefiner, TileRefiner
 from .engine.settings import MatteSettings
 
 __all__ = ["Matter", "MatteResult", "MatteSettings"]
@@ -30,18 +30,34 @@ class Matter:
     model: a zoo name (`cvmatte models`), an ONNX file with its spec JSON beside it, or a folder
     holding both. device: "auto", "cpu", "cuda" or "tensorrt"; a GPU device that cannot be used
     raises DeviceError with the reason, unless allow_cpu_fallback=True.
+    refiner: what refines the tiles: "guided" (the model-free colour guided filter), a learned
+    refiner's zoo name or ONNX file (e.g. "cvunet-refiner"), or any TileRefiner object.
     Any MatteSettings field may be given as a keyword (tile=False, despill=0.5, ...).
     """
 
     def __init__(self, model: str | Path = zoo.DEFAULT_MODEL, backend: str = "onnxruntime", device: str = "auto",
                  *, threads: int | None = None, allow_cpu_fallback: bool = False,
                  cache_dir: str | Path | None = None, settings: MatteSettings | None = None,
-                 refiner: TileRefiner | None = None, **setting_overrides):
+                 refiner: TileRefiner | str | Path = "guided", **setting_overrides):
         if settings is not None and setting_overrides:
             raise TypeError("give either settings= or individual setting keywords, not both")
         self.settings = settings or MatteSettings(**setting_overrides)
         self.model = zoo.resolve(model, cache_dir)
+        if self.model.spec.in_channels != 3:
+            raise ModelError(f"{model}: takes {self.model.spec.in_channels} channels; a tile refiner is given "
+                             "as refiner=, not as the model")
         self.backend = create_backend(self.model, backend, device, threads, allow_cpu_fallback)
+        if isinstance(refiner, (str, Path)):
+            if str(refiner) == "guided":
+                refiner = GuidedFilterRefiner(eps=self.settings.guided_eps,
+                                              radius_per_scale=self.settings.guided_radius_per_scale)
+            else:
+                resolved = zoo.resolve(refiner, cache_dir)
+                if resolved.spec.in_channels != 4:
+                    raise ModelError(f"{refiner}: not a tile refiner (takes {resolved.spec.in_channels} channels, "
+                                     "a refiner takes RGB + coarse alpha)")
+                refiner = ModelRefiner(create_backend(resolved, backend, device, threads, allow_cpu_fallback),
+                                       resolved.spec)
         self.engine = MattingEngine(self.backend, self.model.spec, self.settings, refiner)
 
     @property
@@ -49,7 +65,8 @@ class Matter:
         return self.model.spec
 
     def describe(self) -> str:
-        return f"model {self.spec.name} ({self.model.path}) on {self.backend.describe()}"
+        return (f"model {self.spec.name} ({self.model.path}) on {self.backend.describe()}, "
+                f"tiles refined by {self.engine.refiner.name}")
 
     def matte(self, image) -> MatteResult:
         """image: a path, a PIL image, or a uint8 array ([H, W] grey, [H, W, 3] RGB, [H, W, 4] RGBA)."""

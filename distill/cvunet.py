@@ -112,7 +112,11 @@ class CVUNetConfig:
 
 class CVUNet(nn.Module):
     """float32 [N, in_channels, H, W] normalised image (and, for refiners, coarse alpha) ->
-    alpha float32 [N, 1, H, W] in [0, 1]."""
+    alpha float32 [N, 1, H, W] in [0, 1].
+
+    A refiner (in_channels 4, the 4th channel the coarse alpha in [0, 1]) predicts a correction of
+    the coarse alpha's logit: with its head at zero it returns the coarse alpha unchanged, so
+    training starts from the engine's answer and learns only where the edge is wrong."""
 
     BASE = (32, 48, 96, 192, 320)
 
@@ -131,13 +135,20 @@ class CVUNet(nn.Module):
         # The last step back to full resolution sees the input itself, for crisp edges.
         self.full = DecoderBlock(cin, config.in_channels, _ch(16, config.width))
         self.head = nn.Conv2d(_ch(16, config.width), 1, 3, padding=1)
+        if config.in_channels == 4:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def forward(self, x):
         feats = self.encoder(x)
         d = feats[-1]
         for block, skip in zip(self.decoder, reversed(feats[:-1])):
             d = block(d, skip)
-        return torch.sigmoid(self.head(self.full(d, x)))
+        logit = self.head(self.full(d, x))
+        if self.config.in_channels == 4:
+            coarse = x[:, 3:4].clamp(1e-3, 1 - 1e-3)
+            logit = logit + torch.log(coarse) - torch.log1p(-coarse)
+        return torch.sigmoid(logit)
 
 
 PRESETS: dict[str, CVUNetConfig] = {

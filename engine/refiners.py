@@ -10,7 +10,9 @@ from typing import Protocol
 
 import numpy as np
 
+from .preprocess import normalize
 from .refine import guided_filter
+from .spec import ModelSpec
 
 
 class TileRefiner(Protocol):
@@ -52,3 +54,24 @@ class GuidedFilterRefiner:
             guide = image.astype(np.float32) * (1.0 / 255.0)
             out.append(np.clip(guided_filter(guide, alpha, r, self.eps, s), 0.0, 1.0))
         return out
+
+
+class ModelRefiner:
+    """A learned refiner (distill/refiner.py): a CV-UNet taking the tile's normalised RGB plus its
+    coarse alpha (4 channels) and returning the refined alpha. All tiles of one image have one
+    size, so a group of tiles is one batch."""
+
+    name = "learned"
+
+    def __init__(self, backend, spec: ModelSpec):
+        if spec.in_channels != 4:
+            raise ValueError(f"{spec.name}: a tile refiner takes 4 channels (RGB + coarse alpha), "
+                             f"this model takes {spec.in_channels}")
+        self.backend = backend
+        self.spec = spec
+        self.name = spec.name
+
+    def refine(self, rgb, coarse, scale):
+        x = np.stack([np.concatenate([normalize(im, self.spec), a[None].astype(np.float32)], 0)
+                      for im, a in zip(rgb, coarse)])
+        return list(np.clip(self.backend.run(x)[:, 0], 0.0, 1.0))

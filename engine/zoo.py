@@ -162,7 +162,7 @@ ZOO: dict[str, ZooEntry] = {
     ),
 }
 for _spec_file in sorted(PACKAGED.glob("*.json")):
-    ZOO[_spec_file.stem] = ZooEntry(_spec_file.stem, "CV-UNet student distilled by cvmatte (see its spec's notes)",
+    ZOO[_spec_file.stem] = ZooEntry(_spec_file.stem, ModelSpec.load(_spec_file).source,
                                     "packaged with cvmatte", _packaged(_spec_file.stem))
 
 
