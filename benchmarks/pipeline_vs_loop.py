@@ -39,19 +39,24 @@ def make_catalog(folder: Path, composites: int, megapixels: float) -> list[Path]
     return paths
 
 
+def plain_mask(session, spec, img: Image.Image) -> Image.Image:
+    """The rembg-style mask of one RGB image: Lanczos resize to the model's size, normalise, run,
+    min-max the output, Lanczos resize back."""
+    small = np.array(img.resize(spec.input_size[::-1], Image.LANCZOS)) / 255.0
+    x = ((small - np.array(spec.mean)) / np.array(spec.std)).transpose(2, 0, 1)[None].astype(np.float32)
+    pred = session.run(None, {spec.input_name: x})[0][0, 0]
+    pred = (pred - pred.min()) / max(1e-6, pred.max() - pred.min())
+    return Image.fromarray((pred * 255).astype(np.uint8), "L").resize(img.size, Image.LANCZOS)
+
+
 def plain_loop(paths: list[Path], model_path: Path, spec, out: Path) -> None:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    mean, std = np.array(spec.mean), np.array(spec.std)
     out.mkdir(parents=True, exist_ok=True)
     for p in paths:
         img = Image.open(p).convert("RGB")
-        small = np.array(img.resize((320, 320), Image.LANCZOS)) / 255.0
-        x = ((small - mean) / std).transpose(2, 0, 1)[None].astype(np.float32)
-        pred = session.run(None, {spec.input_name: x})[0][0, 0]
-        pred = (pred - pred.min()) / (pred.max() - pred.min())
-        mask = Image.fromarray((pred * 255).astype(np.uint8), "L").resize(img.size, Image.LANCZOS)
+        mask = plain_mask(session, spec, img)
         cutout = Image.composite(img, Image.new("RGBA", img.size, 0), mask)
         cutout.save(out / f"{p.stem}.png")
 

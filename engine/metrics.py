@@ -56,3 +56,25 @@ def edge_band(gt: np.ndarray, width: int) -> np.ndarray:
     band = (soft | edges).astype(np.uint8)
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
     return cv2.dilate(band, k).astype(bool)
+
+
+def connectivity_error(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None, step: float = 0.1) -> float:
+    """The benchmark's connectivity error (Rhemann et al. 2009, as in its reference code): at each
+    threshold level, pixels outside the largest 4-connected region where both mattes are >= the level
+    get that level's predecessor as their connection level l; phi = 1 - (alpha - l) where
+    alpha - l >= 0.15 (else 1); the error is the summed |phi_pred - phi_gt|, divided by 1000."""
+    m = _mask(pred, mask)
+    level = np.full(pred.shape, -1.0, np.float32)
+    thresholds = np.arange(0.0, 1.0 + step / 2, step)
+    for prev, t in zip(thresholds[:-1], thresholds[1:]):
+        both = ((pred >= t) & (gt >= t)).astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(both, connectivity=4)
+        omega = np.zeros(pred.shape, bool)
+        if n > 1:
+            omega = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        level[(level == -1) & ~omega] = prev
+    level[level == -1] = 1.0
+    d_pred, d_gt = pred - level, gt - level
+    phi_pred = 1 - d_pred * (d_pred >= 0.15)
+    phi_gt = 1 - d_gt * (d_gt >= 0.15)
+    return float(np.abs(phi_pred - phi_gt)[m].sum() / 1000.0)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import onnx
 
 
@@ -36,3 +39,28 @@ def io_summary(model: onnx.ModelProto) -> dict:
         "inputs": [(v.name, dims(v)) for v in model.graph.input if v.name not in init],
         "outputs": [(v.name, dims(v)) for v in model.graph.output],
     }
+
+
+def conv_flops(path: str | Path, size_hw: tuple[int, int], batch: int = 1) -> float:
+    """FLOPs (2 x multiply-adds) of the Conv and ConvTranspose nodes of an ONNX model for one batch
+    at size_hw, from ONNX shape inference on a copy with the input's dimensions fixed. Convolutions
+    are nearly all of a matting U-Net's arithmetic; the counts agree with torch hook counts."""
+    model = onnx.load(str(path))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for d, v in zip(dims, [batch, dims[1].dim_value or 3, *size_hw]):
+        d.ClearField("dim_param")
+        d.dim_value = v
+    model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
+              for vi in [*model.graph.value_info, *model.graph.output, *model.graph.input]}
+    weights = {init.name: list(init.dims) for init in model.graph.initializer}
+    total = 0
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose"):
+            continue
+        w = weights.get(node.input[1])
+        shape = shapes.get(node.output[0] if node.op_type == "Conv" else node.input[0])
+        if w is None or not shape or 0 in shape:
+            raise ValueError(f"{path}: cannot infer the shape at {node.name or node.op_type}")
+        total += 2 * int(np.prod(shape)) * w[1] * int(np.prod(w[2:]))
+    return float(total)

@@ -1,0 +1,447 @@
+"""`cvmatte bench`: latency, catalog throughput and accuracy, side by side with the tools people use
+today, each figure beside the machine's physical limit; results as JSON, a markdown table and PNG
+plots under benchmarks/results/<machine>/.
+
+- Latency: model x backend x precision x resolution x batch; median, p90, p99 after warm-up.
+  ONNX Runtime's run() returns after the device has finished (its CUDA provider synchronises), so
+  wall-clock timing around it is the GPU time plus the copies.
+- Limit: FLOPs of the model's convolutions at that size (ONNX shape inference) over the machine's
+  peak, measured on the spot with a large float32 matrix product; bandwidth from a large copy.
+- Catalog throughput: decode -> matte -> encode -> write on a folder, in images/s and MP/s, with
+  CPU utilisation and peak resident memory sampled during the run.
+- Accuracy: SAD, MSE, gradient and connectivity errors (alphamatting.com definitions) against the
+  exact alpha of synthetic product shots at 1, 4 and 16 MP (real photos for texture and backdrop).
+- Peers, same images, same run: the plain rembg-style loop on the same model; the ModelScope
+  whole-graph pipeline when the CV-UNet graph is installed; our configurations (tiles on/off,
+  guided or learned refiner, FP32/FP16/INT8, distilled students).
+
+    cvmatte bench [--quick] [--models u2netp cvunet-s] [--backends onnxruntime] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cvmatte import Matter
+from cvmatte.benchmarks.pipeline_vs_loop import plain_loop, plain_mask
+from cvmatte.benchmarks.samples import SCENES, make_composite, write_demo_photos
+from cvmatte.engine import metrics, zoo
+from cvmatte.engine.errors import CvmatteError
+from cvmatte.engine.onnx_graph import conv_flops
+from cvmatte.engine.preprocess import normalize, resize
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class BenchConfig:
+    quick: bool = False
+    models: list[str] = field(default_factory=lambda: ["u2netp"])
+    backends: list[str] = field(default_factory=lambda: ["onnxruntime"])
+    devices: list[str] = field(default_factory=lambda: ["cpu"])
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16", "int8"])
+    resolutions: list[int] = field(default_factory=lambda: [320, 512, 768])
+    batches: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    repeats: int = 20
+    accuracy_megapixels: list[float] = field(default_factory=lambda: [1.0, 4.0, 16.0])
+    scenes: int = 3
+    catalog_composites: int = 12
+    catalog_megapixels: float = 2.0
+    out: Path | None = None
+
+    @classmethod
+    def quick_config(cls, **overrides) -> "BenchConfig":
+        """Under two minutes on a 2-core CPU: one model in FP32 at its own size, small sets."""
+        base = dict(quick=True, precisions=["fp32"], resolutions=[320], batches=[1, 4], repeats=8,
+                    accuracy_megapixels=[1.0], scenes=2, catalog_composites=3, catalog_megapixels=1.0)
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+
+# ----------------------------------------------------------------------------- the machine
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1),
+            "gpu": gpu_name(), "python": platform.python_version(), "platform": platform.platform(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    import cv2
+    import onnx
+    import onnxruntime as ort
+
+    import cvmatte
+
+    info["versions"] = {"cvmatte": cvmatte.__version__, "onnxruntime": ort.__version__, "onnx": onnx.__version__,
+                        "numpy": np.__version__, "opencv": cv2.__version__}
+    info["onnxruntime_providers"] = ort.get_available_providers()
+    return info
+
+
+def gpu_name() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
+def machine_slug(info: dict) -> str:
+    """A folder name for the machine: the GPU's name, or cpu-<cores>core-<model>."""
+    if info.get("gpu"):
+        return re.sub(r"[^a-z0-9]+", "-", info["gpu"].lower()).strip("-")
+    words = [w for w in re.sub(r"[^a-z0-9 ]+", " ", info["cpu"].lower()).split()
+             if w not in {"amd", "intel", "r", "tm", "cpu", "processor", "core", "with", "radeon", "graphics"}]
+    return f"cpu-{info['cores']}core-{'-'.join(words[:2]) or 'unknown'}"
+
+
+def measured_peak(size: int = 2048, repeats: int = 5) -> dict:
+    """The CPU's float32 matrix-product rate (GFLOP/s, numpy's BLAS on all cores) and its copy
+    bandwidth (GB/s, read + write of a 256 MB array), best of `repeats`."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((size, size), np.float32), rng.standard_normal((size, size), np.float32)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    src = np.ones(64 * 2 ** 20, np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    copy = min(_timed(lambda: np.copyto(dst, src)) for _ in range(repeats))
+    return {"cpu_gflops": 2 * size ** 3 / best / 1e9, "cpu_gbs": 2 * src.nbytes / copy / 1e9}
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+class ResourceSampler:
+    """Peak resident memory (sampled at 50 Hz from /proc) and CPU utilisation of this process
+    over a with-block: CPU seconds / (wall seconds x cores)."""
+
+    def __enter__(self):
+        self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._t0, self._cpu0 = time.perf_counter(), self._cpu()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.wall = time.perf_counter() - self._t0
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        self.cpu_util = (self._cpu() - self._cpu0) / max(1e-9, self.wall * cores)
+
+    def _run(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._rss())
+
+    @staticmethod
+    def _cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    @staticmethod
+    def _rss() -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def model_variants(cfg: BenchConfig, work: Path, log) -> dict[str, tuple[str, str | Path]]:
+    """label -> (precision, model) for every requested model and precision. FP16/INT8 files come
+    from the export toolchain and are kept under <out>/models/ for the next run."""
+    variants = {}
+    for name in cfg.models:
+        try:
+            resolved = zoo.resolve(name)
+        except CvmatteError as e:
+            log(f"skipping {name}: {e}")
+            continue
+        variants[f"{name} fp32"] = ("fp32", name)
+        wanted = [p for p in cfg.precisions if p != "fp32"]
+        if not wanted:
+            continue
+        folder = work / resolved.spec.name
+        missing = [p for p in wanted if not (folder / f"{resolved.spec.name}.{p}.onnx").is_file()]
+        if missing:
+            from cvmatte.export.convert import export
+
+            log(f"exporting {name} to {', '.join(missing)} (kept in {folder} for the next run)")
+            export(name, folder, precisions=["fp32", *missing], log=lambda *_: None)
+        for p in wanted:
+            variants[f"{name} {p}"] = (p, folder / f"{resolved.spec.name}.{p}.onnx")
+    return variants
+
+
+# ----------------------------------------------------------------------------- latency
+
+
+def latency(cfg: BenchConfig, variants: dict, peak: dict, image: np.ndarray, log) -> list[dict]:
+    rows = []
+    for label, (precision, model) in variants.items():
+        for backend in cfg.backends:
+            for device in cfg.devices:
+                try:
+                    m = Matter(model, backend, device)
+                except CvmatteError as e:
+                    log(f"latency: {label} on {backend}/{device} skipped: {e}")
+                    continue
+                sizes = cfg.resolutions if m.spec.dynamic_hw else [m.spec.input_size[0]]
+                for res in sizes:
+                    x1 = normalize(resize(image, (res, res)), m.spec)[None]
+                    gflop = conv_flops(m.model.path, (res, res)) / 1e9
+                    for batch in cfg.batches:
+                        x = np.repeat(x1, batch, axis=0)
+                        for _ in range(2):
+                            m.backend.run(x)
+                        ts = np.array([_timed(lambda: m.backend.run(x)) for _ in range(cfg.repeats)])
+                        med = float(np.median(ts))
+                        rows.append({"model": label.rsplit(" ", 1)[0], "precision": precision, "backend": backend,
+                                     "device": m.backend.describe(), "resolution": res, "batch": batch,
+                                     "median_ms": med * 1e3, "p90_ms": float(np.percentile(ts, 90)) * 1e3,
+                                     "p99_ms": float(np.percentile(ts, 99)) * 1e3, "ms_per_image": med * 1e3 / batch,
+                                     "images_per_s": batch / med, "gflop_per_image": gflop,
+                                     "gflops_achieved": gflop * batch / med,
+                                     "fraction_of_peak": gflop * batch / med / peak["cpu_gflops"]})
+                        log(f"latency {label} {res}² batch {batch}: {med * 1e3:.1f} ms")
+    return rows
+
+
+# ----------------------------------------------------------------------------- catalog throughput
+
+
+def make_catalog(folder: Path, composites: int, megapixels: float) -> list[Path]:
+    paths = write_demo_photos(folder)
+    for i in range(composites):
+        fg, bg = SCENES[i % len(SCENES)]
+        c = make_composite(megapixels, seed=200 + i, fg_photo=fg, bg_photo=bg)
+        p = folder / f"product_{i:02d}.jpg"
+        Image.fromarray(c.rgb).save(p, quality=92)
+        paths.append(p)
+    return paths
+
+
+def catalog_configs(cfg: BenchConfig) -> dict[str, dict]:
+    """name -> Matter keyword arguments (or {"plain_loop": model}) for the throughput and accuracy runs."""
+    configs = {}
+    for name in cfg.models:
+        configs[f"plain loop (rembg-style), {name}"] = {"plain_loop": name}
+        configs[f"cvmatte {name}, no tiles"] = {"model": name, "tile": False}
+        configs[f"cvmatte {name}, tiles + guided filter"] = {"model": name}
+        if "cvunet-refiner" in zoo.ZOO:
+            configs[f"cvmatte {name}, tiles + learned refiner"] = {"model": name, "refiner": "cvunet-refiner"}
+    return configs
+
+
+def _matter(kwargs: dict) -> Matter:
+    kw = dict(kwargs)
+    return Matter(kw.pop("model"), device="cpu", **kw)
+
+
+def throughput(cfg: BenchConfig, configs: dict, folder: Path, log) -> list[dict]:
+    paths = make_catalog(folder / "in", cfg.catalog_composites, cfg.catalog_megapixels)
+    mpix = sum(np.prod(Image.open(p).size) for p in paths) / 1e6
+    rows = []
+    for name, kwargs in configs.items():
+        out = folder / "out" / re.sub(r"[^a-z0-9]+", "_", name.lower())
+        if "plain_loop" in kwargs:
+            resolved = zoo.resolve(kwargs["plain_loop"])
+
+            def run(o):
+                plain_loop(paths, resolved.path, resolved.spec, o)
+        else:
+            m = _matter(kwargs)
+
+            def run(o):
+                m.matte_files(paths, o)
+        run(out / "warm")  # thread pools, ONNX Runtime's first-run setup, file caches
+        with ResourceSampler() as s:
+            run(out / "timed")
+        rows.append({"config": name, "images": len(paths), "megapixels": mpix, "seconds": s.wall,
+                     "images_per_s": len(paths) / s.wall, "mp_per_s": mpix / s.wall, "cpu_util": s.cpu_util,
+                     "peak_rss_mib": s.peak / 2 ** 20, "gpu_util": None})
+        log(f"throughput {name}: {len(paths) / s.wall:.2f} images/s")
+    return rows
+
+
+# ----------------------------------------------------------------------------- accuracy
+
+
+def plain_alpha(session, spec, rgb: np.ndarray) -> np.ndarray:
+    """The rembg-style loop's alpha for one image (pipeline_vs_loop.plain_mask)."""
+    return np.asarray(plain_mask(session, spec, Image.fromarray(rgb)), np.float32) / 255.0
+
+
+def accuracy(cfg: BenchConfig, configs: dict, variants: dict, log) -> list[dict]:
+    import onnxruntime as ort
+
+    runners = {}
+    for name, kwargs in configs.items():
+        if "plain_loop" in kwargs:
+            resolved = zoo.resolve(kwargs["plain_loop"])
+            session = ort.InferenceSession(str(resolved.path), providers=["CPUExecutionProvider"])
+            runners[name] = lambda rgb, s=session, sp=resolved.spec: plain_alpha(s, sp, rgb)
+        else:
+            runners[name] = lambda rgb, m=_matter(kwargs): m.engine.matte(rgb).alpha
+    for label, (precision, model) in variants.items():
+        if precision != "fp32":
+            runners[f"cvmatte {label}, tiles + guided filter"] = \
+                lambda rgb, m=Matter(model, device="cpu"): m.engine.matte(rgb).alpha
+    rows = []
+    for mp in cfg.accuracy_megapixels:
+        for seed, (fg, bg) in enumerate(SCENES[:cfg.scenes]):
+            c = make_composite(mp, seed=seed, fg_photo=fg, bg_photo=bg)
+            for name, run in runners.items():
+                t0 = time.perf_counter()
+                a = run(c.rgb)
+                rows.append({"config": name, "megapixels": mp, "scene": f"{fg.split('.')[0]} on {bg.split('.')[0]}",
+                             "sad": metrics.sad(a, c.alpha), "mse": metrics.mse(a, c.alpha),
+                             "grad": metrics.gradient_error(a, c.alpha), "conn": metrics.connectivity_error(a, c.alpha),
+                             "seconds": time.perf_counter() - t0})
+            log(f"accuracy {mp:g} MP scene {seed}: {len(runners)} configurations")
+    return rows
+
+
+def modelscope_peer() -> str:
+    """The stock ModelScope pipeline needs the CV-UNet graph and ModelScope/TensorFlow; say why not."""
+    if zoo.cached("cv-unet-universal") is None:
+        return ("not run: the CV-UNet graph is not installed on this machine (ModelScope hub unreachable); "
+                "`cvmatte models --fetch cv-unet-universal` where it is reachable")
+    return "not run: the ModelScope whole-graph peer needs `pip install 'cvmatte[modelscope]'` and TensorFlow"
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def summarize_accuracy(rows: list[dict]) -> list[dict]:
+    out = []
+    keys = sorted({(r["config"], r["megapixels"]) for r in rows}, key=lambda k: (k[1], k[0]))
+    for config, mp in keys:
+        mine = [r for r in rows if r["config"] == config and r["megapixels"] == mp]
+        out.append({"config": config, "megapixels": mp, "images": len(mine),
+                    **{k: float(np.mean([r[k] for r in mine])) for k in ("sad", "mse", "grad", "conn", "seconds")}})
+    return out
+
+
+def markdown(report: dict) -> str:
+    m, peak = report["machine"], report["peak"]
+    lines = [f"# cvmatte bench{' --quick' if report['config']['quick'] else ''}: {report['slug']}", "",
+             f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; GPU: {m['gpu'] or 'none'}; "
+             f"{m['platform']}; {m['date']}", "",
+             f"Versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}", "",
+             f"Measured peak: {peak['cpu_gflops']:.0f} GFLOP/s (float32 matrix product), "
+             f"{peak['cpu_gbs']:.1f} GB/s (copy)", "",
+             "## Latency", "",
+             "| model | precision | resolution | batch | median ms | p90 ms | p99 ms | ms/image | GFLOP/image | "
+             "GFLOP/s | of peak |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["latency"]:
+        lines.append(f"| {r['model']} | {r['precision']} | {r['resolution']} | {r['batch']} | {r['median_ms']:.1f} | "
+                     f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['ms_per_image']:.1f} | {r['gflop_per_image']:.2f} | "
+                     f"{r['gflops_achieved']:.1f} | {r['fraction_of_peak']:.0%} |")
+    t = report["throughput"]
+    lines += ["", f"## Catalog throughput ({t[0]['images'] if t else 0} images, "
+              f"{t[0]['megapixels'] if t else 0:.1f} MP, decode -> matte -> encode -> write)", "",
+              "| configuration | images/s | MP/s | CPU utilisation | peak RSS MiB |", "|---|---|---|---|---|"]
+    for r in t:
+        lines.append(f"| {r['config']} | {r['images_per_s']:.2f} | {r['mp_per_s']:.2f} | {r['cpu_util']:.0%} | "
+                     f"{r['peak_rss_mib']:.0f} |")
+    lines += ["", "## Accuracy against exact alpha (synthetic product shots; means over scenes)", "",
+              "| MP | configuration | SAD | MSE ×1e3 | gradient | connectivity | s/image |", "|---|---|---|---|---|---|---|"]
+    for r in report["accuracy_summary"]:
+        lines.append(f"| {r['megapixels']:g} | {r['config']} | {r['sad']:.2f} | {r['mse'] * 1e3:.2f} | {r['grad']:.2f} | "
+                     f"{r['conn']:.2f} | {r['seconds']:.2f} |")
+    lines += ["", f"ModelScope whole-graph pipeline: {report['modelscope']}", ""]
+    return "\n".join(lines)
+
+
+def plots(report: dict, out: Path, prefix: str) -> list[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    written = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in sorted({(r["model"], r["precision"]) for r in report["latency"]}):
+        rows = [r for r in report["latency"] if (r["model"], r["precision"]) == key and r["batch"] == 1]
+        rows.sort(key=lambda r: r["resolution"])
+        ax.plot([r["resolution"] for r in rows], [r["median_ms"] for r in rows], "o-", label=" ".join(key))
+    ax.set(xlabel="input side (px)", ylabel="median latency, batch 1 (ms)", title="Latency against resolution")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    written.append(out / f"{prefix}_latency_vs_resolution.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in sorted({(r["model"], r["precision"], r["resolution"]) for r in report["latency"]}):
+        rows = sorted((r for r in report["latency"] if (r["model"], r["precision"], r["resolution"]) == key),
+                      key=lambda r: r["batch"])
+        ax.plot([r["batch"] for r in rows], [r["images_per_s"] for r in rows], "o-", label=f"{key[0]} {key[1]} {key[2]}²")
+    ax.set(xlabel="batch", ylabel="images/s (model only)", title="Throughput against batch")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    written.append(out / f"{prefix}_throughput_vs_batch.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+    return written
+
+
+def run(cfg: BenchConfig, log=print) -> dict:
+    info = machine_info()
+    slug = machine_slug(info)
+    out = Path(cfg.out) if cfg.out else RESULTS / slug
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    log(f"machine {slug}: {info['cpu']}, {info['cores']} cores, GPU {info['gpu'] or 'none'}")
+    peak = measured_peak()
+    log(f"peak {peak['cpu_gflops']:.0f} GFLOP/s, {peak['cpu_gbs']:.1f} GB/s")
+    variants = model_variants(cfg, out / "models", log)
+    configs = catalog_configs(cfg)
+    with tempfile.TemporaryDirectory(prefix="cvmatte-bench-") as tmp:
+        tmp = Path(tmp)
+        image = np.asarray(Image.open(write_demo_photos(tmp / "one")[0]).convert("RGB"))
+        report = {"slug": slug, "machine": info, "peak": peak,
+                  "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+                  "latency": latency(cfg, variants, peak, image, log),
+                  "throughput": throughput(cfg, configs, tmp, log)}
+    acc = accuracy(cfg, configs, variants, log)
+    report.update(accuracy=acc, accuracy_summary=summarize_accuracy(acc), modelscope=modelscope_peer(),
+                  seconds=time.perf_counter() - t0)
+    name = "quick" if cfg.quick else "full"
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1))
+    (out / f"{name}.md").write_text(markdown(report))
+    report["files"] = [str(out / f"{name}.json"), str(out / f"{name}.md")] + [str(p) for p in plots(report, out, name)]
+    log(f"wrote {', '.join(report['files'])} in {report['seconds']:.0f} s")
+    return report
