@@ -81,7 +81,7 @@ def machine_info() -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    info = {"cpu": cpu, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    info = {"cpu": cpu, "isa": cpu_isa(), "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1),
             "gpu": gpu_name(), "python": platform.python_version(), "platform": platform.platform(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -97,6 +97,18 @@ def machine_info() -> dict:
     return info
 
 
+def cpu_isa() -> str:
+    """The widest vector extension the CPU has (the development machines differ: AVX2 or AVX-512)."""
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return platform.machine()
+    for isa in ("amx_tile", "avx512_vnni", "avx512f", "avx2", "neon", "asimd"):
+        if isa in flags:
+            return isa.replace("_tile", "").replace("avx512f", "avx512")
+    return platform.machine()
+
+
 def gpu_name() -> str | None:
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
@@ -107,12 +119,13 @@ def gpu_name() -> str | None:
 
 
 def machine_slug(info: dict) -> str:
-    """A folder name for the machine: the GPU's name, or cpu-<cores>core-<model>."""
+    """A folder name for the machine: the GPU's name, or cpu-<cores>core-<model>-<vector ISA>."""
     if info.get("gpu"):
         return re.sub(r"[^a-z0-9]+", "-", info["gpu"].lower()).strip("-")
     words = [w for w in re.sub(r"[^a-z0-9 ]+", " ", info["cpu"].lower()).split()
              if w not in {"amd", "intel", "r", "tm", "cpu", "processor", "core", "with", "radeon", "graphics"}]
-    return f"cpu-{info['cores']}core-{'-'.join(words[:2]) or 'unknown'}"
+    isa = info.get("isa", "").replace("_", "")
+    return "-".join(x for x in [f"cpu-{info['cores']}core", *words[:2], isa] if x)
 
 
 def measured_peak(size: int = 2048, repeats: int = 5) -> dict:
@@ -354,7 +367,7 @@ def summarize_accuracy(rows: list[dict]) -> list[dict]:
 def markdown(report: dict) -> str:
     m, peak = report["machine"], report["peak"]
     lines = [f"# cvmatte bench{' --quick' if report['config']['quick'] else ''}: {report['slug']}", "",
-             f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; GPU: {m['gpu'] or 'none'}; "
+             f"{m['cpu']} ({m.get('isa', '?')}), {m['cores']} cores, {m['memory_gib']} GiB; GPU: {m['gpu'] or 'none'}; "
              f"{m['platform']}; {m['date']}", "",
              f"Versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}", "",
              f"Measured peak: {peak['cpu_gflops']:.0f} GFLOP/s (float32 matrix product), "

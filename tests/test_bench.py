@@ -62,7 +62,9 @@ def test_connectivity_error_follows_the_benchmark_definition():
 
 def test_machine_slug_and_peak():
     assert machine_slug({"gpu": "NVIDIA H100 80GB HBM3", "cpu": "x", "cores": 16}) == "nvidia-h100-80gb-hbm3"
-    assert machine_slug({"gpu": None, "cpu": "AMD EPYC 7B13 64-Core Processor", "cores": 2}) == "cpu-2core-epyc-7b13"
+    assert machine_slug({"gpu": None, "cpu": "AMD EPYC 7B13 64-Core Processor", "cores": 2, "isa": "avx2"}) == \
+        "cpu-2core-epyc-7b13-avx2"
+    assert machine_slug({"gpu": None, "cpu": "AMD EPYC", "cores": 2, "isa": "avx512_vnni"}) == "cpu-2core-epyc-avx512vnni"
     peak = measured_peak(size=512, repeats=2)
     assert peak["cpu_gflops"] > 1 and peak["cpu_gbs"] > 0.5
     with ResourceSampler() as s:
