@@ -153,7 +153,7 @@ class ResourceSampler:
     over a with-block: CPU seconds / (wall seconds x cores)."""
 
     def __enter__(self):
-        self.peak = self._rss()
+        self.start = self.peak = self._rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._t0, self._cpu0 = time.perf_counter(), self._cpu()
@@ -300,7 +300,8 @@ def throughput(cfg: BenchConfig, configs: dict, folder: Path, log) -> list[dict]
             run(out / "timed")
         rows.append({"config": name, "images": len(paths), "megapixels": mpix, "seconds": s.wall,
                      "images_per_s": len(paths) / s.wall, "mp_per_s": mpix / s.wall, "cpu_util": s.cpu_util,
-                     "peak_rss_mib": s.peak / 2 ** 20, "gpu_util": None})
+                     "peak_rss_mib": s.peak / 2 ** 20, "rss_growth_mib": (s.peak - s.start) / 2 ** 20,
+                     "gpu_util": None})
         log(f"throughput {name}: {len(paths) / s.wall:.2f} images/s")
     return rows
 
@@ -382,10 +383,11 @@ def markdown(report: dict) -> str:
     t = report["throughput"]
     lines += ["", f"## Catalog throughput ({t[0]['images'] if t else 0} images, "
               f"{t[0]['megapixels'] if t else 0:.1f} MP, decode -> matte -> encode -> write)", "",
-              "| configuration | images/s | MP/s | CPU utilisation | peak RSS MiB |", "|---|---|---|---|---|"]
+              "| configuration | images/s | MP/s | CPU utilisation | peak RSS MiB (process) | RSS growth in the run MiB |",
+              "|---|---|---|---|---|---|"]
     for r in t:
         lines.append(f"| {r['config']} | {r['images_per_s']:.2f} | {r['mp_per_s']:.2f} | {r['cpu_util']:.0%} | "
-                     f"{r['peak_rss_mib']:.0f} |")
+                     f"{r['peak_rss_mib']:.0f} | {r['rss_growth_mib']:.0f} |")
     lines += ["", "## Accuracy against exact alpha (synthetic product shots; means over scenes)", "",
               "| MP | configuration | SAD | MSE ×1e3 | gradient | connectivity | s/image |", "|---|---|---|---|---|---|---|"]
     for r in report["accuracy_summary"]:
@@ -410,6 +412,7 @@ def plots(report: dict, out: Path, prefix: str) -> list[Path]:
         rows.sort(key=lambda r: r["resolution"])
         ax.plot([r["resolution"] for r in rows], [r["median_ms"] for r in rows], "o-", label=" ".join(key))
     ax.set(xlabel="input side (px)", ylabel="median latency, batch 1 (ms)", title="Latency against resolution")
+    ax.set_ylim(bottom=0)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -422,6 +425,7 @@ def plots(report: dict, out: Path, prefix: str) -> list[Path]:
                       key=lambda r: r["batch"])
         ax.plot([r["batch"] for r in rows], [r["images_per_s"] for r in rows], "o-", label=f"{key[0]} {key[1]} {key[2]}²")
     ax.set(xlabel="batch", ylabel="images/s (model only)", title="Throughput against batch")
+    ax.set_ylim(bottom=0)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

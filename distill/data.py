@@ -29,7 +29,8 @@ class Sample:
 ALPHA_SUFFIX = ".alpha.png"
 
 
-def alpha_file(photo: Path) -> Path:
+def alpha_file(photo: str | Path) -> Path:
+    photo = Path(photo)
     return photo.with_name(photo.stem + ALPHA_SUFFIX)
 
 

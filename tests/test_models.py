@@ -111,7 +111,10 @@ def test_import_cvmatte_pulls_no_heavy_stack():
     assert out == ""
 
 
-@pytest.mark.parametrize("name", [n for n, e in zoo.ZOO.items() if e.source == "packaged with cvmatte"] or ["none"])
+PACKAGED = {n: ModelSpec.load(zoo.PACKAGED / f"{n}.json") for n, e in zoo.ZOO.items() if e.source == "packaged with cvmatte"}
+
+
+@pytest.mark.parametrize("name", [n for n, spec in PACKAGED.items() if spec.in_channels == 3] or ["none"])
 def test_packaged_students_resolve_verify_and_cut_out(tmp_path, name, coffee):
     if name == "none":
         pytest.skip("no student is packaged in engine/models yet")
@@ -122,3 +125,21 @@ def test_packaged_students_resolve_verify_and_cut_out(tmp_path, name, coffee):
     r = Matter(name, device="cpu", cache_dir=tmp_path).matte(coffee)
     assert r.alpha[100:180, 210:360].mean() > 0.8  # the cup
     assert r.alpha[:40, 500:].mean() < 0.2  # the table
+
+
+def test_packaged_refiner_beats_the_guided_filter_in_the_band(tmp_path):
+    """The learned tile refiner that ships (distill/refiner.py; trained on seeds >= 10000) on an
+    evaluation shot it never saw: lower SAD and gradient error in the band than the guided filter."""
+    assert "cvunet-refiner" in PACKAGED and PACKAGED["cvunet-refiner"].in_channels == 4
+    from cvmatte import Matter
+    from cvmatte.benchmarks.samples import make_composite
+    from cvmatte.engine import metrics
+
+    resolved = zoo.resolve("cvunet-refiner", tmp_path)
+    assert sha256_file(resolved.path) == resolved.spec.sha256
+    c = make_composite(4.0, seed=1, fg_photo="chelsea.png", bg_photo="motorcycle_left.png")
+    guided = Matter("u2netp", device="cpu", despill=0.0).engine.matte(c.rgb)
+    learned = Matter("u2netp", device="cpu", despill=0.0, refiner=resolved.path).engine.matte(c.rgb)
+    band = guided.band
+    assert metrics.sad(learned.alpha, c.alpha, band) < 0.7 * metrics.sad(guided.alpha, c.alpha, band)
+    assert metrics.gradient_error(learned.alpha, c.alpha, band) < metrics.gradient_error(guided.alpha, c.alpha, band)
