@@ -190,7 +190,7 @@ def train_refiner(cfg: RefinerConfig, log=print) -> dict:
     while fraction() < 1.0:
         f = fraction()
         for g in opt.param_groups:
-            g["lr"] = max(cfg.lr * min(1.0, f / 0.03) * 0.5 * (1 + np.cos(np.pi * f)), cfg.lr * 1e-3)
+            g["lr"] = float(max(cfg.lr * min(1.0, f / 0.03) * 0.5 * (1 + np.cos(np.pi * f)), cfg.lr * 1e-3))
         x, y = _batch(tiles, rng.choice(train, cfg.batch_size), spec, cfg.crop, rng)
         pred = model(x.contiguous(memory_format=torch.channels_last))
         loss, parts = losses.matting_loss(pred, y)

@@ -161,7 +161,7 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print, progress: bool 
             x, y = _tensor(batch, spec, device)
             x = x.contiguous(memory_format=torch.channels_last)
             for group in opt.param_groups:
-                group["lr"] = max(learning_rate(), cfg.lr * 1e-3)
+                group["lr"] = float(max(learning_rate(), cfg.lr * 1e-3))  # a numpy scalar would not load with weights_only
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 pred = model(x)
             loss, parts = losses.matting_loss(pred.float(), y)
