@@ -56,8 +56,10 @@ class Matter:
                 if resolved.spec.in_channels != 4:
                     raise ModelError(f"{refiner}: not a tile refiner (takes {resolved.spec.in_channels} channels, "
                                      "a refiner takes RGB + coarse alpha)")
+                guided = GuidedFilterRefiner(eps=self.settings.guided_eps,
+                                             radius_per_scale=self.settings.guided_radius_per_scale)
                 refiner = ModelRefiner(create_backend(resolved, backend, device, threads, allow_cpu_fallback),
-                                       resolved.spec)
+                                       resolved.spec, fallback=guided)
         self.engine = MattingEngine(self.backend, self.model.spec, self.settings, refiner)
 
     @property

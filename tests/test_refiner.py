@@ -90,7 +90,7 @@ def _export_refiner(path, spec_like: ModelSpec, trained=None):
 
 def test_the_engine_runs_a_learned_refiner_on_the_band_only(tmp_path, matter):
     _export_refiner(tmp_path / "r.onnx", matter.spec)
-    c = make_composite(1.5, seed=5)
+    c = make_composite(4.0, seed=5)  # scale 7: above ModelRefiner.MIN_SCALE
     learned = Matter("u2netp", device="cpu", despill=0.0, refiner=tmp_path / "r.onnx")
     assert "tiles refined by tiny-refiner" in learned.describe()
     r = learned.matte(c.rgb)
@@ -113,3 +113,11 @@ def test_refiner_training_on_high_res_shots_beats_the_coarse_alpha(tmp_path):
     assert best["sad"] < best["coarse_sad"]
     m = Matter("u2netp", device="cpu", refiner=result["onnx"])
     assert m.matte(make_composite(1.0, seed=1).rgb).alpha.shape == (866, 1155)
+
+
+def test_small_photos_go_to_the_guided_filter(matter):
+    """Out of the learned refiner's training range (scale < 3), the tiles take the fallback."""
+    learned = Matter("u2netp", device="cpu", despill=0.0, refiner="cvunet-refiner")
+    guided = Matter("u2netp", device="cpu", despill=0.0)
+    cat = load_photo("chelsea.png")  # 451x300: scale 1.4
+    assert np.array_equal(learned.matte(cat).alpha, guided.matte(cat).alpha)
