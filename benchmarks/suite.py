@@ -81,7 +81,7 @@ def machine_info() -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    info = {"cpu": cpu, "isa": cpu_isa(), "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    info = {"cpu": cpu, "isa": cpu_isa(), "cores": _cores(),
             "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1),
             "gpu": gpu_name(), "python": platform.python_version(), "platform": platform.platform(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -95,6 +95,11 @@ def machine_info() -> dict:
                         "numpy": np.__version__, "opencv": cv2.__version__}
     info["onnxruntime_providers"] = ort.get_available_providers()
     return info
+
+
+def _cores() -> int:
+    """Cores this process may run on (a container's or taskset's limit, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def cpu_isa() -> str:
@@ -164,8 +169,7 @@ class ResourceSampler:
         self._stop.set()
         self._thread.join()
         self.wall = time.perf_counter() - self._t0
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        self.cpu_util = (self._cpu() - self._cpu0) / max(1e-9, self.wall * cores)
+        self.cpu_util = (self._cpu() - self._cpu0) / max(1e-9, self.wall * _cores())
 
     def _run(self):
         while not self._stop.wait(0.02):
@@ -405,33 +409,30 @@ def plots(report: dict, out: Path, prefix: str) -> list[Path]:
         import matplotlib.pyplot as plt
     except ImportError:
         return []
+    lat = report["latency"]
+    by_resolution = {" ".join(key): sorted((r for r in lat if (r["model"], r["precision"]) == key and r["batch"] == 1),
+                                           key=lambda r: r["resolution"])
+                     for key in sorted({(r["model"], r["precision"]) for r in lat})}
+    by_batch = {f"{k[0]} {k[1]} {k[2]}²": sorted((r for r in lat if (r["model"], r["precision"], r["resolution"]) == k),
+                                                 key=lambda r: r["batch"])
+                for k in sorted({(r["model"], r["precision"], r["resolution"]) for r in lat})}
+    figures = [("latency_vs_resolution", by_resolution, "resolution", "median_ms", "input side (px)",
+                "median latency, batch 1 (ms)", "Latency against resolution"),
+               ("throughput_vs_batch", by_batch, "batch", "images_per_s", "batch", "images/s (model only)",
+                "Throughput against batch")]
     written = []
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key in sorted({(r["model"], r["precision"]) for r in report["latency"]}):
-        rows = [r for r in report["latency"] if (r["model"], r["precision"]) == key and r["batch"] == 1]
-        rows.sort(key=lambda r: r["resolution"])
-        ax.plot([r["resolution"] for r in rows], [r["median_ms"] for r in rows], "o-", label=" ".join(key))
-    ax.set(xlabel="input side (px)", ylabel="median latency, batch 1 (ms)", title="Latency against resolution")
-    ax.set_ylim(bottom=0)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    written.append(out / f"{prefix}_latency_vs_resolution.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key in sorted({(r["model"], r["precision"], r["resolution"]) for r in report["latency"]}):
-        rows = sorted((r for r in report["latency"] if (r["model"], r["precision"], r["resolution"]) == key),
-                      key=lambda r: r["batch"])
-        ax.plot([r["batch"] for r in rows], [r["images_per_s"] for r in rows], "o-", label=f"{key[0]} {key[1]} {key[2]}²")
-    ax.set(xlabel="batch", ylabel="images/s (model only)", title="Throughput against batch")
-    ax.set_ylim(bottom=0)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    written.append(out / f"{prefix}_throughput_vs_batch.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    for name, series, x, y, xlabel, ylabel, title in figures:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, rows in series.items():
+            ax.plot([r[x] for r in rows], [r[y] for r in rows], "o-", label=label)
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        ax.set_ylim(bottom=0)
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        written.append(out / f"{prefix}_{name}.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
     return written
 
 

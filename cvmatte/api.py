@@ -48,16 +48,15 @@ class Matter:
                              "as refiner=, not as the model")
         self.backend = create_backend(self.model, backend, device, threads, allow_cpu_fallback)
         if isinstance(refiner, (str, Path)):
+            guided = GuidedFilterRefiner(eps=self.settings.guided_eps,
+                                         radius_per_scale=self.settings.guided_radius_per_scale)
             if str(refiner) == "guided":
-                refiner = GuidedFilterRefiner(eps=self.settings.guided_eps,
-                                              radius_per_scale=self.settings.guided_radius_per_scale)
+                refiner = guided
             else:
                 resolved = zoo.resolve(refiner, cache_dir)
                 if resolved.spec.in_channels != 4:
                     raise ModelError(f"{refiner}: not a tile refiner (takes {resolved.spec.in_channels} channels, "
                                      "a refiner takes RGB + coarse alpha)")
-                guided = GuidedFilterRefiner(eps=self.settings.guided_eps,
-                                             radius_per_scale=self.settings.guided_radius_per_scale)
                 refiner = ModelRefiner(create_backend(resolved, backend, device, threads, allow_cpu_fallback),
                                        resolved.spec, fallback=guided)
         self.engine = MattingEngine(self.backend, self.model.spec, self.settings, refiner)

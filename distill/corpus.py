@@ -21,24 +21,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cvmatte.engine.imageio import IMAGE_SUFFIXES, atomic_write_bytes, encode_png
+from cvmatte.engine.imageio import atomic_write_bytes, encode_png
 
-from .data import ALPHA_SUFFIX, alpha_file
-
-
-def image_files(folders: list[Path]) -> list[Path]:
-    out = []
-    for folder in folders:
-        out += sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                      and not p.name.endswith(ALPHA_SUFFIX))
-    return out
+from .data import alpha_file, list_photos
 
 
 def photographic_cutouts(folders: list[Path], min_opaque: int = 5000, min_colour_share: float = 0.1) -> list[Path]:
     """RGBA images whose opaque part looks like a photo, not flat clip art: at least
     `min_colour_share` distinct colours per opaque pixel (clip art is far below 0.05)."""
     keep = []
-    for path in image_files(folders):
+    for path in list_photos(folders):
         im = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if im is None or im.ndim != 3 or im.shape[2] != 4:
             continue
@@ -119,22 +111,20 @@ def build_corpus(cutouts: list[Path], backgrounds: list[Path], photos: list[Path
     (out / "composites").mkdir(parents=True, exist_ok=True)
     (out / "photos").mkdir(parents=True, exist_ok=True)
     cut_paths = photographic_cutouts(cutouts)
-    bg_paths = image_files(backgrounds)
-    if not cut_paths or not bg_paths:
+    bgs = load_backgrounds(backgrounds, max_side)
+    if not cut_paths or not bgs:
         raise FileNotFoundError("need photographic RGBA cut-outs and background photos")
     rng = np.random.default_rng(seed)
-    bgs = [cv2.cvtColor(_cap(img, max_side), cv2.COLOR_BGR2RGB) for img in map(read_photo, bg_paths) if img is not None]
     order = rng.permutation(len(cut_paths))  # every cut-out once before any twice, in mixed order
     for i in range(count):
-        cut = cv2.imread(str(cut_paths[order[i % len(order)]]), cv2.IMREAD_UNCHANGED)
-        cut = cv2.cvtColor(cut, cv2.COLOR_BGRA2RGBA)
+        cut = read_cutout(cut_paths[order[i % len(order)]])
         rgb, alpha = compose(cut, bgs[int(rng.integers(len(bgs)))], rng)
         name = out / "composites" / f"comp_{i:04d}.jpg"
         ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
         atomic_write_bytes(name, jpg.tobytes())
         atomic_write_bytes(alpha_file(name), encode_png(np.clip(alpha * 255 + 0.5, 0, 255).astype(np.uint8)))
     n_photos = 0
-    for p in image_files(photos):
+    for p in list_photos(photos) if photos else []:
         img = read_photo(p)
         if img is None:
             continue
@@ -147,7 +137,7 @@ def build_corpus(cutouts: list[Path], backgrounds: list[Path], photos: list[Path
         n_photos += 1
     log(f"corpus in {out}: {count} composites from {len(cut_paths)} cut-outs over {len(bgs)} backgrounds, "
         f"{n_photos} photos")
-    return {"composites": count, "cutouts": len(cut_paths), "backgrounds": len(bg_paths), "photos": n_photos}
+    return {"composites": count, "cutouts": len(cut_paths), "backgrounds": len(bgs), "photos": n_photos}
 
 
 def read_photo(path: Path) -> np.ndarray | None:
@@ -156,6 +146,17 @@ def read_photo(path: Path) -> np.ndarray | None:
     if img is None or min(img.shape[:2]) < 200 or cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).std() < 10:
         return None
     return img
+
+
+def load_backgrounds(folders: list[Path], max_side: int | None = None) -> list[np.ndarray]:
+    """uint8 RGB of every usable photo in the folders (read_photo), longer side capped at max_side."""
+    bgr = (img for img in map(read_photo, list_photos(folders)) if img is not None)
+    return [cv2.cvtColor(img if max_side is None else _cap(img, max_side), cv2.COLOR_BGR2RGB) for img in bgr]
+
+
+def read_cutout(path: Path) -> np.ndarray:
+    """uint8 RGBA of a cut-out file."""
+    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)
 
 
 def _cap(img: np.ndarray, max_side: int) -> np.ndarray:

@@ -19,7 +19,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -29,7 +28,9 @@ from cvmatte.engine.spec import ModelSpec
 
 from . import losses
 from .checkpoint import load_checkpoint, save_checkpoint
+from .corpus import compose, load_backgrounds, photographic_cutouts, read_cutout
 from .cvunet import build, count_flops
+from .trainer import budget_fraction, scheduled_lr
 
 #: Seeds of the procedural shots start here, far from the benchmarks' (0..99) and the
 #: student benchmark's (100+), so that no evaluation image is ever trained on.
@@ -66,17 +67,11 @@ def high_res_shots(cfg: RefinerConfig, rng: np.random.Generator):
     """Yields (rgb uint8 [H, W, 3], exact alpha float32 [H, W]) with the longer side >= 2000."""
     cutouts, backgrounds = [], []
     if cfg.cutouts and cfg.backgrounds:
-        from .corpus import image_files, photographic_cutouts, read_photo
-
         cutouts = photographic_cutouts([Path(p) for p in cfg.cutouts])
-        backgrounds = [cv2.cvtColor(im, cv2.COLOR_BGR2RGB) for im in map(read_photo, image_files(cfg.backgrounds))
-                       if im is not None]
+        backgrounds = load_backgrounds([Path(p) for p in cfg.backgrounds])
     for i in range(cfg.shots):
         if cutouts and i % 2:
-            from .corpus import compose
-
-            cut = cv2.cvtColor(cv2.imread(str(cutouts[int(rng.integers(len(cutouts)))]), cv2.IMREAD_UNCHANGED),
-                               cv2.COLOR_BGRA2RGBA)
+            cut = read_cutout(cutouts[int(rng.integers(len(cutouts)))])
             yield compose(cut, backgrounds[int(rng.integers(len(backgrounds)))], rng,
                           side=int(rng.integers(2000, 4001)))
         else:
@@ -180,17 +175,13 @@ def train_refiner(cfg: RefinerConfig, log=print) -> dict:
     start, step, best = time.perf_counter(), 0, float("inf")
 
     def fraction():
-        f = 0.0 if cfg.steps is None else step / cfg.steps
-        if cfg.minutes is not None:
-            f = max(f, (time.perf_counter() - start) / (cfg.minutes * 60))
-        return min(f, 1.0)
+        return budget_fraction(step, cfg.steps, time.perf_counter() - start, cfg.minutes)
 
     first = evaluate(model, tiles, held, spec, cfg.crop)
     log(f"before training (refiner = coarse alpha): {first}")
     while fraction() < 1.0:
-        f = fraction()
         for g in opt.param_groups:
-            g["lr"] = float(max(cfg.lr * min(1.0, f / 0.03) * 0.5 * (1 + np.cos(np.pi * f)), cfg.lr * 1e-3))
+            g["lr"] = scheduled_lr(cfg.lr, fraction())
         x, y = _batch(tiles, rng.choice(train, cfg.batch_size), spec, cfg.crop, rng)
         pred = model(x.contiguous(memory_format=torch.channels_last))
         loss, parts = losses.matting_loss(pred, y)

@@ -56,6 +56,20 @@ class DistillConfig:
             raise ValueError(f"sizes must be multiples of 32, got {self.size} and {self.infer_size}")
 
 
+def budget_fraction(step: int, steps: int | None, elapsed_s: float, minutes: float | None) -> float:
+    """How far through the budget (steps or minutes, whichever comes first), resumes included."""
+    f = 0.0 if steps is None else step / steps
+    if minutes is not None:
+        f = max(f, elapsed_s / (minutes * 60))
+    return min(f, 1.0)
+
+
+def scheduled_lr(base: float, fraction: float) -> float:
+    """Short linear warm-up, then cosine decay to base/1000 at the end of the budget; a plain float
+    (a numpy scalar in the optimizer state would not load with weights_only)."""
+    return float(max(base * min(1.0, fraction / 0.03) * 0.5 * (1 + np.cos(np.pi * fraction)), base * 1e-3))
+
+
 def _tensor(pairs, spec: ModelSpec, device):
     x = torch.from_numpy(np.stack([normalize(rgb, spec) for rgb, _ in pairs])).to(device)
     y = torch.from_numpy(np.stack([a for _, a in pairs])[:, None].astype(np.float32)).to(device)
@@ -133,19 +147,10 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print, progress: bool 
     start = time.perf_counter()
 
     def progress_fraction():
-        """How far through the budget (steps or minutes, whichever comes first), resumes included."""
-        f = 0.0 if cfg.steps is None else step / cfg.steps
-        if cfg.minutes is not None:
-            f = max(f, (elapsed_before + time.perf_counter() - start) / (cfg.minutes * 60))
-        return min(f, 1.0)
+        return budget_fraction(step, cfg.steps, elapsed_before + time.perf_counter() - start, cfg.minutes)
 
     def done():
         return progress_fraction() >= 1.0
-
-    def learning_rate():
-        # Short linear warm-up, then cosine decay to zero at the end of the budget.
-        f = progress_fraction()
-        return cfg.lr * min(1.0, f / 0.03) * 0.5 * (1 + np.cos(np.pi * f))
 
     from rich.progress import Progress
 
@@ -161,7 +166,7 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print, progress: bool 
             x, y = _tensor(batch, spec, device)
             x = x.contiguous(memory_format=torch.channels_last)
             for group in opt.param_groups:
-                group["lr"] = float(max(learning_rate(), cfg.lr * 1e-3))  # a numpy scalar would not load with weights_only
+                group["lr"] = scheduled_lr(cfg.lr, progress_fraction())
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 pred = model(x)
             loss, parts = losses.matting_loss(pred.float(), y)
