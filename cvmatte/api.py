@@ -27,8 +27,9 @@ class Matter:
         r = m.matte("shoe.jpg")               # r.alpha float32 [H, W] in [0, 1], r.rgba uint8 [H, W, 4]
         report = m.matte_files(["photos/"], "outputs", white_bg=True)
 
-    model: a zoo name (`cvmatte models`), an ONNX file with its spec JSON beside it, or a folder
-    holding both. device: "auto", "cpu", "cuda" or "tensorrt"; a GPU device that cannot be used
+    model: a zoo name (`cvmatte models`), an ONNX file with its spec JSON beside it, a folder
+    holding both, or (backend="torch") a CV-UNet checkpoint `.pt`. backend: "onnxruntime",
+    "torch" (precision "fp32"/"fp16" and cuda_graphs on CUDA) or "tensorrt". device: "auto", "cpu", "cuda" or "tensorrt"; a GPU device that cannot be used
     raises DeviceError with the reason, unless allow_cpu_fallback=True.
     refiner: what refines the tiles: "guided" (the model-free colour guided filter), a learned
     refiner's zoo name or ONNX file (e.g. "cvunet-refiner"), or any TileRefiner object.
@@ -38,7 +39,8 @@ class Matter:
     def __init__(self, model: str | Path = zoo.DEFAULT_MODEL, backend: str = "onnxruntime", device: str = "auto",
                  *, threads: int | None = None, allow_cpu_fallback: bool = False,
                  cache_dir: str | Path | None = None, settings: MatteSettings | None = None,
-                 refiner: TileRefiner | str | Path = "guided", **setting_overrides):
+                 refiner: TileRefiner | str | Path = "guided", precision: str = "fp32", cuda_graphs: bool = False,
+                 **setting_overrides):
         if settings is not None and setting_overrides:
             raise TypeError("give either settings= or individual setting keywords, not both")
         self.settings = settings or MatteSettings(**setting_overrides)
@@ -46,7 +48,8 @@ class Matter:
         if self.model.spec.in_channels != 3:
             raise ModelError(f"{model}: takes {self.model.spec.in_channels} channels; a tile refiner is given "
                              "as refiner=, not as the model")
-        self.backend = create_backend(self.model, backend, device, threads, allow_cpu_fallback)
+        gpu_options = dict(precision=precision, cuda_graphs=cuda_graphs) if backend == "torch" else {}
+        self.backend = create_backend(self.model, backend, device, threads, allow_cpu_fallback, **gpu_options)
         if isinstance(refiner, (str, Path)):
             guided = GuidedFilterRefiner(eps=self.settings.guided_eps,
                                          radius_per_scale=self.settings.guided_radius_per_scale)
@@ -57,8 +60,9 @@ class Matter:
                 if resolved.spec.in_channels != 4:
                     raise ModelError(f"{refiner}: not a tile refiner (takes {resolved.spec.in_channels} channels, "
                                      "a refiner takes RGB + coarse alpha)")
-                refiner = ModelRefiner(create_backend(resolved, backend, device, threads, allow_cpu_fallback),
-                                       resolved.spec, fallback=guided)
+                refiner = ModelRefiner(create_backend(resolved, backend, device, threads, allow_cpu_fallback, **gpu_options),
+                                       resolved.spec, fallback=guided, batch_size=self.settings.tile_batch,
+                                       flush_ms=self.settings.flush_ms)
         self.engine = MattingEngine(self.backend, self.model.spec, self.settings, refiner)
 
     @property

@@ -37,7 +37,10 @@ def matte(
     inputs: List[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
     out: Path = typer.Option(Path("outputs"), "-o", "--out", help="Output root: OUT/YYYYMMDD/HHMMSS_<SKU>/<stem>_matte.png"),
     model: str = typer.Option(zoo.DEFAULT_MODEL, "--model", "-m", help="Zoo name (see `cvmatte models`) or an ONNX file with its spec JSON."),
-    backend: str = typer.Option("onnxruntime", "--backend", help="Inference backend."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime (ONNX files), torch (CV-UNet .pt "
+                                "checkpoints; eager or CUDA graphs) or tensorrt (engines built on this GPU)."),
+    precision: str = typer.Option("fp32", "--precision", help="torch backend: fp32 or fp16 (CUDA only)."),
+    cuda_graphs: bool = typer.Option(False, "--cuda-graphs", help="torch backend on CUDA: launch each batch as one CUDA graph."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or tensorrt. A GPU that cannot be used is an error, not a silent CPU run."),
     allow_cpu_fallback: bool = typer.Option(False, "--allow-cpu-fallback", help="Run on the CPU (and say so) when the GPU device cannot be used."),
     tile: bool = typer.Option(True, "--tile/--no-tile", help="Refine the object's edge at full resolution in tiles."),
@@ -52,6 +55,7 @@ def matte(
     sku_csv: Optional[Path] = typer.Option(None, "--sku-csv", help="CSV of file name,SKU."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Model threads (default: all cores)."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per model batch."),
+    flush_ms: float = typer.Option(5.0, "--flush-ms", min=0.0, help="Longest wait of a part-filled batch for more images."),
     max_megapixels: float = typer.Option(64.0, "--max-megapixels", min=0.01, help="Refuse larger images."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
@@ -70,7 +74,8 @@ def matte(
         raise typer.Exit(2)
     try:
         m = Matter(model, backend, device, threads=threads, allow_cpu_fallback=allow_cpu_fallback, refiner=refiner,
-                   tile=tile, despill=despill, batch_size=batch_size, max_pixels=int(max_megapixels * 1e6))
+                   precision=precision, cuda_graphs=cuda_graphs, tile=tile, despill=despill, batch_size=batch_size,
+                   flush_ms=flush_ms, max_pixels=int(max_megapixels * 1e6))
     except CvmatteError as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2)
@@ -95,6 +100,7 @@ def matte(
     rate = len(report.results) / report.seconds if report.seconds else 0.0
     console.print(f"done: {n_ok} ok, {len(report.failed)} failed in {report.seconds:.1f} s ({rate:.2f} images/s); "
                   f"manifest {report.manifest}")
+    console.print(f"coarse pass: {report.batching}")
     if report.succeeded:
         console.print(f"outputs under {Path(report.succeeded[0].outputs.get('rgba', out)).parent.parent}")
     raise typer.Exit(1 if report.failed else 0)

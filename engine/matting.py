@@ -97,10 +97,7 @@ class MattingEngine:
             band = weight > 0
             band_fraction = float(band.mean())
             tiles = tiling.plan_tiles(band, s.tile_size, s.tile_overlap)
-            refined = []
-            for i in range(0, len(tiles), s.tile_batch):
-                group = tiles[i:i + s.tile_batch]
-                refined += self.refiner.refine([rgb[t.slices] for t in group], [coarse[t.slices] for t in group], scale)
+            refined = self.refiner.refine([rgb[t.slices] for t in tiles], [coarse[t.slices] for t in tiles], scale)
             alpha = tiling.blend(coarse, weight, tiles, refined, s.tile_overlap)
             n_tiles = len(tiles)
         if source_alpha is not None:
@@ -113,6 +110,12 @@ class MattingEngine:
         timings["foreground_s"] = time.perf_counter() - t0
         return MatteResult(alpha.astype(np.float32, copy=False), coarse, foreground, n_tiles, band_fraction, band,
                            timings)
+
+    def coarse_input(self, rgb: np.ndarray, source_alpha: np.ndarray | None = None) -> np.ndarray:
+        """float32 [3, h, w]: what the coarse pass feeds the model; an image with its own
+        transparency is seen over white."""
+        return preprocess.coarse_input(rgb if source_alpha is None else preprocess.flatten_on_white(rgb, source_alpha),
+                                       self.spec)
 
     def coarse_many(self, images: list[np.ndarray], source_alphas: list[np.ndarray | None]) -> tuple[list[np.ndarray], float]:
         """The batched coarse pass; an image with its own transparency is seen over white.

@@ -1,11 +1,13 @@
-"""The file pipeline: decode on a thread pool -> batched coarse pass -> refine, encode and write
-on the pool.
+"""The file pipeline: decode on a thread pool -> coarse pass through the dynamic batcher ->
+refine, encode and write on the pool.
 
-The model runs on the calling thread, batch after batch, while the pool decodes the next images
-and refines and writes the previous ones (OpenCV and NumPy release the GIL), so the model never
-waits for I/O or for the edges of earlier images. At most about 2 * max_inflight + batch_size
-decoded images are held at once. One bad file gets an error row and
-the run goes on; outputs are written atomically, and a manifest row is appended per file.
+The calling thread hands each decoded image's model input to the batcher (batching.py) and goes
+on at once; the batcher launches full batches from its ring of staging buffers (page-locked on a
+GPU, copies overlapping compute) while the pool decodes the next images and refines and writes the
+previous ones (OpenCV and NumPy release the GIL). So the model never waits for I/O or for the
+edges of earlier images, and the CPU never waits for the model. At most about 3 * max_inflight
+decoded images are held at once. One bad file gets an error row and the run goes on; outputs are
+written atomically, and a manifest row is appended per file.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import imageio
+from .batching import DynamicBatcher
 from .errors import CvmatteError
 from .matting import MattingEngine
 from .outputs import OutputLayout, OutputOptions, SkuResolver, encode_outputs, safe_name
@@ -49,6 +52,8 @@ class RunReport:
     seconds: float
     manifest: Path | None
     backend: str
+    #: The coarse pass's batching: batches, fill, model busy fraction (batching.BatchStats).
+    batching: str = ""
 
     @property
     def failed(self) -> list[FileResult]:
@@ -132,6 +137,9 @@ def run_files(engine: MattingEngine, paths: list[Path], out_root: str | Path,
         if on_done:
             on_done(r)
 
+    own_batcher = not isinstance(engine.backend, DynamicBatcher)
+    batcher = DynamicBatcher(engine.backend, settings.batch_size, settings.ring_depth, settings.flush_ms) \
+        if own_batcher else engine.backend
     with ThreadPoolExecutor(settings.io_workers, thread_name_prefix="cvmatte-io") as pool:
         decoding: deque[tuple[int, Future]] = deque()
         writing: deque[tuple[int, FileResult, Future]] = deque()
@@ -156,32 +164,31 @@ def run_files(engine: MattingEngine, paths: list[Path], out_root: str | Path,
                     r.error = f"{paths[i]}: matting failed ({type(e).__name__}: {e})"
                 done(i, r)
 
-        def matte_batch(batch):
-            def coarse(items):
-                return engine.coarse_many([d.rgb for _, d, _ in items], [d.alpha for _, d, _ in items])
-
-            try:
-                coarse_alphas, per_image = coarse(batch)
-                outcomes = [(c, per_image) for c in coarse_alphas]
-            except Exception:
-                # Find which image broke the batch, and let the others through.
-                outcomes = []
-                for item in batch:
-                    try:
-                        c, t = coarse([item])
-                        outcomes.append((c[0], t))
-                    except Exception as e:
-                        outcomes.append((e, 0.0))
-            for (i, decoded, r), (c, t) in zip(batch, outcomes):
-                if isinstance(c, Exception):
-                    r.error = f"{paths[i]}: matting failed ({type(c).__name__}: {c})"
-                    done(i, r)
-                    continue
-                writing.append((i, r, pool.submit(_finish_and_write, engine, decoded, c, t, planned[i][1], options)))
+        def finish(i: int, decoded, r: FileResult, coarse_small, seconds: float):
+            writing.append((i, r, pool.submit(_finish_and_write, engine, decoded, coarse_small, seconds,
+                                              planned[i][1], options)))
             settle_writes(settings.max_inflight)
 
+        def settle_coarse(keep: int):
+            """Hand finished coarse passes to the pool, in order; wait while more than `keep` are out."""
+            while coarse and (len(coarse) > keep or coarse[0][3].done()):
+                i, decoded, r, fut = coarse.popleft()
+                try:
+                    out, seconds = fut.result()
+                except Exception:
+                    # A failed batch: run this image alone to learn whether it is the culprit.
+                    try:
+                        t0 = time.perf_counter()
+                        out = batcher.run(engine.coarse_input(decoded.rgb, decoded.alpha)[None])[0]
+                        seconds = time.perf_counter() - t0
+                    except Exception as e:
+                        r.error = f"{paths[i]}: matting failed ({type(e).__name__}: {e})"
+                        done(i, r)
+                        continue
+                finish(i, decoded, r, out[0], seconds)
+
+        coarse: deque[tuple[int, object, FileResult, Future]] = deque()
         refill()
-        batch = []
         while decoding:
             i, fut = decoding.popleft()
             refill()
@@ -192,11 +199,18 @@ def run_files(engine: MattingEngine, paths: list[Path], out_root: str | Path,
                 done(i, r)
             else:
                 r.height, r.width = decoded.rgb.shape[:2]
-                batch.append((i, decoded, r))
-            if batch and (len(batch) >= settings.batch_size or not decoding):
-                matte_batch(batch)
-                batch = []
+                try:
+                    x = engine.coarse_input(decoded.rgb, decoded.alpha)
+                except Exception as e:
+                    r.error = f"{paths[i]}: matting failed ({type(e).__name__}: {e})"
+                    done(i, r)
+                    continue
+                coarse.append((i, decoded, r, batcher.submit(x, flush=not decoding)))
+            settle_coarse(settings.max_inflight)
+        settle_coarse(0)
         settle_writes(0)
     manifest.close()
+    if own_batcher:
+        batcher.close()
     return RunReport([r for r in results if r is not None], time.perf_counter() - t_start, layout.manifest,
-                     backend_name)
+                     backend_name, batcher.stats.summary())

@@ -10,6 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .batching import DynamicBatcher
 from .preprocess import normalize
 from .refine import guided_filter
 from .spec import ModelSpec
@@ -68,11 +69,14 @@ class ModelRefiner:
     #: looked at on the demo cat) it cut streaks into fur the coarse pass had right.
     MIN_SCALE = 3.0
 
-    def __init__(self, backend, spec: ModelSpec, fallback: TileRefiner | None = None):
+    def __init__(self, backend, spec: ModelSpec, fallback: TileRefiner | None = None, batch_size: int = 8,
+                 flush_ms: float = 5.0):
         if spec.in_channels != 4:
             raise ValueError(f"{spec.name}: a tile refiner takes 4 channels (RGB + coarse alpha), "
                              f"this model takes {spec.in_channels}")
         self.backend = backend
+        self.batcher = backend if isinstance(backend, DynamicBatcher) else DynamicBatcher(backend, batch_size,
+                                                                                         flush_ms=flush_ms)
         self.spec = spec
         self.name = spec.name
         self.fallback = fallback or GuidedFilterRefiner()
@@ -80,6 +84,9 @@ class ModelRefiner:
     def refine(self, rgb, coarse, scale):
         if scale < self.MIN_SCALE:
             return self.fallback.refine(rgb, coarse, scale)
-        x = np.stack([np.concatenate([normalize(im, self.spec), a[None].astype(np.float32)], 0)
-                      for im, a in zip(rgb, coarse)])
-        return list(np.clip(self.backend.run(x)[:, 0], 0.0, 1.0))
+        inputs = (np.concatenate([normalize(im, self.spec), a[None].astype(np.float32)], 0)
+                  for im, a in zip(rgb, coarse))
+        # One tile at a time into the batcher: tiles of the images refined on other threads fill
+        # the same batches, and the batcher's bound on queued inputs bounds memory.
+        futures = [self.batcher.submit(x) for x in inputs]
+        return [np.clip(f.result()[0][0], 0.0, 1.0) for f in futures]

@@ -13,7 +13,7 @@ class MatteSettings:
     tile: bool = True
     tile_size: int = 512
     tile_overlap: int = 32
-    #: Tiles handed to the refiner at once.
+    #: Tiles per batch of a learned refiner (tiles of several images share batches).
     tile_batch: int = 8
     #: Coarse alpha strictly between these is uncertain.
     band_low: float = 0.02
@@ -28,6 +28,11 @@ class MatteSettings:
     despill: float = 1.0
     #: Images per coarse-pass batch.
     batch_size: int = 4
+    #: How long a part-filled batch waits for more images or tiles before it is launched anyway.
+    flush_ms: float = 5.0
+    #: Staging buffers per input shape, reused for the whole run (one filling, one computing,
+    #: one draining).
+    ring_depth: int = 3
     #: Threads for decoding and encoding (the model has its own).
     io_workers: int = 2
     #: Most decoded images held in memory at once.
@@ -42,6 +47,8 @@ class MatteSettings:
             "band_low/band_high": 0.0 <= self.band_low < self.band_high <= 1.0,
             "despill": 0.0 <= self.despill <= 1.0,
             "batch_size": self.batch_size >= 1,
+            "flush_ms": self.flush_ms >= 0,
+            "ring_depth": self.ring_depth >= 1,
             "io_workers": self.io_workers >= 1,
             "max_inflight": self.max_inflight >= 1,
             "max_pixels": self.max_pixels >= 1,

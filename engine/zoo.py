@@ -192,8 +192,22 @@ def cached(name: str, cache: str | Path | None = None) -> ResolvedModel | None:
     return resolved
 
 
+def _load_checkpoint_spec(path: Path) -> ResolvedModel:
+    """A CV-UNet checkpoint carries its spec (for the torch backend); torch is imported only here."""
+    try:
+        from cvmatte.distill.checkpoint import load_checkpoint
+    except ImportError:
+        raise ModelError(f"{path}: a torch checkpoint needs torch: pip install 'cvmatte[torch]'") from None
+    _, spec, _ = load_checkpoint(path)
+    return ResolvedModel(path, spec)
+
+
 def resolve(model: str | Path = DEFAULT_MODEL, cache: str | Path | None = None) -> ResolvedModel:
     path = Path(model)
+    if path.suffix == ".pt":
+        if not path.is_file():
+            raise ModelError(f"{path}: checkpoint not found")
+        return _load_checkpoint_spec(path)
     if path.suffix == ".onnx" or path.exists():
         if path.is_dir():
             onnx_files = sorted(path.glob("*.onnx"))

@@ -28,6 +28,7 @@ class EngineMeta:
     min_batch: int
     opt_batch: int
     max_batch: int
+    #: The largest (height, width) the profile takes (the input size unless built with max_hw).
     input_size: tuple[int, int]
     onnx_sha256: str
 
@@ -45,15 +46,9 @@ def _import_tensorrt():
 
 def current_gpu() -> tuple[str, str]:
     """(name, 'major.minor') of CUDA device 0, through cuda-python."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        raise DeviceError("cuda-python is needed to identify the GPU: pip install 'cvmatte[trt]'") from None
-    err, props = cudart.cudaGetDeviceProperties(0)
-    if int(err) != 0:
-        raise DeviceError(f"no usable CUDA device (cudaGetDeviceProperties: {err})")
-    name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-    return name.strip("\x00 "), f"{props.major}.{props.minor}"
+    from cvmatte.engine.cuda_host import device_name_and_capability
+
+    return device_name_and_capability(0)
 
 
 def check_engine_compatible(meta: EngineMeta, tensorrt_version: str, gpu: str, compute_capability: str) -> None:
@@ -69,7 +64,11 @@ def check_engine_compatible(meta: EngineMeta, tensorrt_version: str, gpu: str, c
 
 
 def build_engine(onnx_path: Path, spec: ModelSpec, engine_path: Path, max_batch: int = 8, opt_batch: int | None = None,
-                 timing_cache: Path | None = None, workspace_gib: float = 4.0) -> EngineMeta:
+                 timing_cache: Path | None = None, workspace_gib: float = 4.0,
+                 max_hw: tuple[int, int] | None = None) -> EngineMeta:
+    """One optimization profile: batch 1..max_batch at the spec's input size; with max_hw (models
+    with dynamic height/width, such as tile refiners) height and width range from size_multiple to
+    max_hw, optimised for the input size."""
     trt = _import_tensorrt()
     import hashlib
 
@@ -85,8 +84,10 @@ def build_engine(onnx_path: Path, spec: ModelSpec, engine_path: Path, max_batch:
     h, w = spec.input_size
     opt_batch = opt_batch or max_batch
     profile = builder.create_optimization_profile()
-    profile.set_shape(spec.input_name, (1, spec.in_channels, h, w), (opt_batch, spec.in_channels, h, w),
-                      (max_batch, spec.in_channels, h, w))
+    lo_h, lo_w = (spec.size_multiple, spec.size_multiple) if max_hw and spec.dynamic_hw else (h, w)
+    hi_h, hi_w = max_hw if max_hw and spec.dynamic_hw else (h, w)
+    profile.set_shape(spec.input_name, (1, spec.in_channels, lo_h, lo_w), (opt_batch, spec.in_channels, h, w),
+                      (max_batch, spec.in_channels, hi_h, hi_w))
     config.add_optimization_profile(profile)
     cache_bytes = Path(timing_cache).read_bytes() if timing_cache and Path(timing_cache).is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
@@ -98,7 +99,7 @@ def build_engine(onnx_path: Path, spec: ModelSpec, engine_path: Path, max_batch:
     if timing_cache:
         atomic_write_bytes(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
     gpu, cc = current_gpu()
-    meta = EngineMeta(trt.__version__, gpu, cc, 1, opt_batch, max_batch, (h, w),
+    meta = EngineMeta(trt.__version__, gpu, cc, 1, opt_batch, max_batch, (hi_h, hi_w),
                       hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest())
     atomic_write_bytes(Path(engine_path).with_suffix(".engine.json"), json.dumps(asdict(meta), indent=2).encode())
     return meta

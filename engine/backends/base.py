@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 import numpy as np
 
+from ..batching import Slot
 from ..errors import DeviceError
 from ..zoo import ResolvedModel
 
@@ -27,8 +29,69 @@ class Backend(Protocol):
     def describe(self) -> str:
         ...
 
+    # The slot interface that batching.DynamicBatcher drives (see HostSlots for the CPU's).
+    def make_slot(self, index: int, batch: int, chw: tuple[int, int, int]) -> Slot:
+        ...
 
-BACKENDS = ("onnxruntime",)
+    def launch(self, slot: Slot, n: int) -> None:
+        ...
+
+    def wait(self, slot: Slot) -> float:
+        ...
+
+
+class HostSlots:
+    """The slot interface for a backend whose `run` is synchronous (ONNX Runtime on the CPU):
+    `launch` runs the model straight into the slot's output buffer, `wait` returns the seconds it
+    took. GPU backends override all three with streams, device buffers and events."""
+
+    #: Launch every batch full (the tail padded with zeros): CUDA graphs and fixed-shape engines.
+    static_batch = False
+
+    def host_buffer(self, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+        """A staging buffer; GPU backends return page-locked memory."""
+        return np.empty(shape, dtype)
+
+    def make_slot(self, index: int, batch: int, chw: tuple[int, int, int]) -> Slot:
+        c, h, w = chw
+        return Slot(index, self.host_buffer((batch, c, h, w)), self.host_buffer((batch, 1, h, w)))
+
+    def launch(self, slot: Slot, n: int) -> None:
+        t0 = time.perf_counter()
+        if self.static_batch:
+            slot.host_in[n:] = 0
+            n = len(slot.host_in)
+        slot.host_out[:n] = self.run(slot.host_in[:n])
+        slot.state = time.perf_counter() - t0
+
+    def wait(self, slot: Slot) -> float:
+        return slot.state
+
+
+class DeviceSlots(HostSlots):
+    """For GPU backends whose launch/wait are the real (asynchronous) path: a plain synchronous
+    `run` goes through one private slot per input shape, kept for reuse."""
+
+    max_batch: int
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        slots = self.__dict__.setdefault("_run_slots", {})
+        outs = []
+        for i in range(0, len(batch), self.max_batch):
+            part = batch[i:i + self.max_batch]
+            key = part.shape[1:]
+            if key not in slots:
+                slots[key] = self.make_slot(-1, self.max_batch, key)
+            slot = slots[key]
+            slot.host_in[:len(part)] = part
+            slot.n = len(part)
+            self.launch(slot, len(part))
+            self.wait(slot)
+            outs.append(slot.host_out[:len(part)].astype(np.float32))
+        return np.concatenate(outs)
+
+
+BACKENDS = ("onnxruntime", "torch", "tensorrt")
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 
 
@@ -38,11 +101,27 @@ def create_backend(
     device: str = "auto",
     threads: int | None = None,
     allow_cpu_fallback: bool = False,
+    precision: str = "fp32",
+    cuda_graphs: bool = False,
 ) -> Backend:
+    """backend: onnxruntime (ONNX files; CPU, CUDA or TensorRT execution providers), torch (CV-UNet
+    checkpoints; eager or CUDA graphs, FP16 on CUDA) or tensorrt (an engine built on this GPU).
+    precision and cuda_graphs apply to the torch backend."""
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {device!r}")
     if backend == "onnxruntime":
         from .onnxruntime import OrtBackend
 
         return OrtBackend(model, device=device, threads=threads, allow_cpu_fallback=allow_cpu_fallback)
+    if backend == "torch":
+        from .torch_backend import TorchBackend
+
+        return TorchBackend.from_model(model, device=device, precision=precision, cuda_graphs=cuda_graphs,
+                                       threads=threads, allow_cpu_fallback=allow_cpu_fallback)
+    if backend == "tensorrt":
+        from .tensorrt import TensorRTBackend
+
+        if device not in ("auto", "cuda", "tensorrt"):
+            raise DeviceError(f"the tensorrt backend runs on an NVIDIA GPU only; got --device {device}")
+        return TensorRTBackend(model)
     raise DeviceError(f"unknown backend {backend!r}; this build has {', '.join(BACKENDS)}")
