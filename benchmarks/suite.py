@@ -236,15 +236,28 @@ def latency(cfg: BenchConfig, variants: dict, peak: dict, image: np.ndarray, log
                     x1 = normalize(resize(image, (res, res)), m.spec)[None]
                     gflop = conv_flops(m.model.path, (res, res)) / 1e9
                     for batch in cfg.batches:
-                        x = np.repeat(x1, batch, axis=0)
+                        # Through one staging slot, as the pipeline runs it: wall time from launch
+                        # to outputs on the host (copies included), and the compute time the
+                        # backend reports (CUDA events on a GPU, the run itself on the CPU).
+                        slot = m.backend.make_slot(0, batch, x1.shape[1:])
+                        slot.host_in[:] = x1
+                        slot.n = batch
+
+                        def once():
+                            t0 = time.perf_counter()
+                            m.backend.launch(slot, batch)
+                            compute = m.backend.wait(slot)
+                            return time.perf_counter() - t0, compute
+
                         for _ in range(2):
-                            m.backend.run(x)
-                        ts = np.array([_timed(lambda: m.backend.run(x)) for _ in range(cfg.repeats)])
+                            once()
+                        ts, cs = np.array([once() for _ in range(cfg.repeats)]).T
                         med = float(np.median(ts))
                         rows.append({"model": label.rsplit(" ", 1)[0], "precision": precision, "backend": backend,
                                      "device": m.backend.describe(), "resolution": res, "batch": batch,
                                      "median_ms": med * 1e3, "p90_ms": float(np.percentile(ts, 90)) * 1e3,
                                      "p99_ms": float(np.percentile(ts, 99)) * 1e3, "ms_per_image": med * 1e3 / batch,
+                                     "compute_ms": float(np.median(cs)) * 1e3,
                                      "images_per_s": batch / med, "gflop_per_image": gflop,
                                      "gflops_achieved": gflop * batch / med,
                                      "fraction_of_peak": gflop * batch / med / peak["cpu_gflops"]})
@@ -298,14 +311,15 @@ def throughput(cfg: BenchConfig, configs: dict, folder: Path, log) -> list[dict]
             m = _matter(kwargs)
 
             def run(o):
-                m.matte_files(paths, o)
+                return m.matte_files(paths, o).batching
         run(out / "warm")  # thread pools, ONNX Runtime's first-run setup, file caches
         with ResourceSampler() as s:
-            run(out / "timed")
+            batching = run(out / "timed")
         rows.append({"config": name, "images": len(paths), "megapixels": mpix, "seconds": s.wall,
                      "images_per_s": len(paths) / s.wall, "mp_per_s": mpix / s.wall, "cpu_util": s.cpu_util,
                      "peak_rss_mib": s.peak / 2 ** 20, "rss_growth_mib": (s.peak - s.start) / 2 ** 20,
-                     "gpu_util": None})
+                     "model_busy": batching.busy_fraction if batching else None,
+                     "batch_fill": batching.fill if batching else None})
         log(f"throughput {name}: {len(paths) / s.wall:.2f} images/s")
     return rows
 
@@ -378,19 +392,22 @@ def markdown(report: dict) -> str:
              f"Measured peak: {peak['cpu_gflops']:.0f} GFLOP/s (float32 matrix product), "
              f"{peak['cpu_gbs']:.1f} GB/s (copy)", "",
              "## Latency", "",
-             "| model | precision | resolution | batch | median ms | p90 ms | p99 ms | ms/image | GFLOP/image | "
-             "GFLOP/s | of peak |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | device | precision | resolution | batch | median ms | p90 ms | p99 ms | compute ms | ms/image | "
+             "GFLOP/image | GFLOP/s | of peak |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["latency"]:
-        lines.append(f"| {r['model']} | {r['precision']} | {r['resolution']} | {r['batch']} | {r['median_ms']:.1f} | "
-                     f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['ms_per_image']:.1f} | {r['gflop_per_image']:.2f} | "
+        lines.append(f"| {r['model']} | {r['device']} | {r['precision']} | {r['resolution']} | {r['batch']} | "
+                     f"{r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r.get('compute_ms', float('nan')):.1f} | "
+                     f"{r['ms_per_image']:.1f} | {r['gflop_per_image']:.2f} | "
                      f"{r['gflops_achieved']:.1f} | {r['fraction_of_peak']:.0%} |")
     t = report["throughput"]
     lines += ["", f"## Catalog throughput ({t[0]['images'] if t else 0} images, "
               f"{t[0]['megapixels'] if t else 0:.1f} MP, decode -> matte -> encode -> write)", "",
-              "| configuration | images/s | MP/s | CPU utilisation | peak RSS MiB (process) | RSS growth in the run MiB |",
-              "|---|---|---|---|---|---|"]
+              "| configuration | images/s | MP/s | CPU utilisation | model busy | batch fill | peak RSS MiB (process) | "
+              "RSS growth in the run MiB |", "|---|---|---|---|---|---|---|---|"]
+    pct = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731
     for r in t:
         lines.append(f"| {r['config']} | {r['images_per_s']:.2f} | {r['mp_per_s']:.2f} | {r['cpu_util']:.0%} | "
+                     f"{pct(r.get('model_busy'))} | {pct(r.get('batch_fill'))} | "
                      f"{r['peak_rss_mib']:.0f} | {r['rss_growth_mib']:.0f} |")
     lines += ["", "## Accuracy against exact alpha (synthetic product shots; means over scenes)", "",
               "| MP | configuration | SAD | MSE ×1e3 | gradient | connectivity | s/image |", "|---|---|---|---|---|---|---|"]

@@ -100,7 +100,7 @@ def matte(
     rate = len(report.results) / report.seconds if report.seconds else 0.0
     console.print(f"done: {n_ok} ok, {len(report.failed)} failed in {report.seconds:.1f} s ({rate:.2f} images/s); "
                   f"manifest {report.manifest}")
-    console.print(f"coarse pass: {report.batching}")
+    console.print(f"coarse pass: {report.batching.summary()}")
     if report.succeeded:
         console.print(f"outputs under {Path(report.succeeded[0].outputs.get('rgba', out)).parent.parent}")
     raise typer.Exit(1 if report.failed else 0)

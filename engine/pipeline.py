@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import imageio
-from .batching import DynamicBatcher
+from .batching import BatchStats, DynamicBatcher
 from .errors import CvmatteError
 from .matting import MattingEngine
 from .outputs import OutputLayout, OutputOptions, SkuResolver, encode_outputs, safe_name
@@ -52,8 +52,8 @@ class RunReport:
     seconds: float
     manifest: Path | None
     backend: str
-    #: The coarse pass's batching: batches, fill, model busy fraction (batching.BatchStats).
-    batching: str = ""
+    #: The coarse pass's batches: fill, launches left part-filled, model busy fraction.
+    batching: BatchStats | None = None
 
     @property
     def failed(self) -> list[FileResult]:
@@ -213,4 +213,4 @@ def run_files(engine: MattingEngine, paths: list[Path], out_root: str | Path,
     if own_batcher:
         batcher.close()
     return RunReport([r for r in results if r is not None], time.perf_counter() - t_start, layout.manifest,
-                     backend_name, batcher.stats.summary())
+                     backend_name, batcher.stats)

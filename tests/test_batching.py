@@ -133,7 +133,8 @@ def test_file_pipeline_through_the_batcher_equals_unbatched_images(tmp_path):
     report = m.matte_files([tmp_path / "in"], tmp_path / "out", alpha=True)
     assert len(report.succeeded) == len(photos) and len(report.failed) == 1
     assert "broken.jpg" in report.failed[0].error
-    assert "batches of 3" in report.batching and "model busy" in report.batching
+    assert report.batching.batch_size == 3 and report.batching.items == len(photos)
+    assert "model busy" in report.batching.summary()
     for r in report.succeeded:
         alone = m.matte(r.input).alpha_u8
         written = cv2.imread(r.outputs["alpha"], cv2.IMREAD_UNCHANGED)

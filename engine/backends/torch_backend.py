@@ -67,7 +67,7 @@ class TorchBackend(DeviceSlots):
 
     def __init__(self, module, spec: ModelSpec, device: str = "auto", precision: str = "fp32",
                  cuda_graphs: bool = False, threads: int | None = None, allow_cpu_fallback: bool = False,
-                 max_batch: int = 64):
+                 max_batch: int = 16):
         torch = _import_torch()
         self.torch = torch
         if precision not in PRECISIONS:
