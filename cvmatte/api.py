@@ -11,11 +11,16 @@ from PIL import Image
 from .engine import imageio, zoo
 from .engine.backends import create_backend
 from .engine.errors import ImageError, ModelError
+from .engine.batching import DynamicBatcher
+from .engine.catalog import CatalogOptions, CatalogReport, run_catalog
 from .engine.matting import MatteResult, MattingEngine
 from .engine.outputs import OutputOptions, SkuResolver
 from .engine.pipeline import FileResult, RunReport, run_files
 from .engine.refiners import GuidedFilterRefiner, ModelRefiner, TileRefiner
+from .engine.quality import QualityThresholds
 from .engine.settings import MatteSettings
+from .engine.spec import sha256_file
+from .engine.templates import Template
 
 __all__ = ["Matter", "MatteResult", "MatteSettings"]
 
@@ -44,6 +49,11 @@ class Matter:
         if settings is not None and setting_overrides:
             raise TypeError("give either settings= or individual setting keywords, not both")
         self.settings = settings or MatteSettings(**setting_overrides)
+        # How to build this same Matter elsewhere (a Ray actor); a refiner object cannot travel.
+        self.init_kwargs = dict(model=str(model), backend=backend, device=device, threads=threads,
+                                allow_cpu_fallback=allow_cpu_fallback, cache_dir=cache_dir, settings=self.settings,
+                                refiner=refiner if isinstance(refiner, (str, Path)) else "guided",
+                                precision=precision, cuda_graphs=cuda_graphs)
         self.model = zoo.resolve(model, cache_dir)
         if self.model.spec.in_channels != 3:
             raise ModelError(f"{model}: takes {self.model.spec.in_channels} channels; a tile refiner is given "
@@ -98,6 +108,43 @@ class Matter:
         options = OutputOptions(rgba=rgba, alpha=alpha, white_bg=white_bg, canvas=canvas, margin=margin)
         return run_files(self.engine, paths, out_dir, options, SkuResolver(sku_regex, sku_csv),
                          on_done=on_done, backend_name=self.backend.describe())
+
+
+    @property
+    def model_id(self) -> str:
+        """Model name and file sha256: what the catalog cache keys on."""
+        return f"{self.spec.name}:{(self.spec.sha256 or sha256_file(self.model.path))[:16]}"
+
+    def catalog(self, inputs, out: str | Path, *, resume: bool = False, alpha: bool = False,
+                template: Template | None = None, thresholds: QualityThresholds | None = None,
+                sku_regex: str | None = None, sku_csv: str | Path | None = None, min_side: int = 32,
+                workers: int | None = None, ray: bool = False, ray_address: str | None = None,
+                ray_actors: int | None = None, on_row: Callable[[dict], None] | None = None) -> CatalogReport:
+        """The catalog pipeline (cvmatte.engine.catalog): validate, matte what is not cached,
+        flag for review, write OUT/<SKU>/<stem>_matte.png (+ alpha, + template) and
+        OUT/manifest.jsonl. resume=True finishes the last run without redoing its images;
+        ray=True sends the images to Ray Data actors (a local cluster unless ray_address)."""
+        if isinstance(inputs, (str, Path)):
+            inputs = [inputs]
+        options = CatalogOptions(alpha=alpha, template=template, min_side=min_side,
+                                 thresholds=thresholds or QualityThresholds())
+        executor = None
+        if ray:
+            from .engine.catalog_ray import ray_executor
+
+            executor = ray_executor(self.init_kwargs, self.model_id, options, ray_address, ray_actors)
+        return run_catalog(list(inputs), out, self._batched_engine(), self.model_id, options, resume=resume,
+                           sku=SkuResolver(sku_regex, sku_csv), workers=workers or self.settings.io_workers,
+                           on_row=on_row, executor=executor)
+
+    def _batched_engine(self) -> MattingEngine:
+        """This Matter's engine with the coarse pass behind a dynamic batcher, so that images
+        matted on several threads share batches."""
+        if not hasattr(self, "_batched"):
+            s = self.settings
+            batcher = DynamicBatcher(self.backend, s.batch_size, s.ring_depth, s.flush_ms)
+            self._batched = MattingEngine(batcher, self.spec, s, self.engine.refiner)
+        return self._batched
 
 
 def _split_array(image: np.ndarray, max_pixels: int) -> tuple[np.ndarray, np.ndarray | None]:

@@ -215,6 +215,9 @@ def bench(
     backends: Optional[List[str]] = typer.Option(None, "--backends", help="Inference backends (default: onnxruntime)."),
     devices: Optional[List[str]] = typer.Option(None, "--devices", help="Devices to time on: cpu, cuda, tensorrt (default: cpu)."),
     precisions: Optional[List[str]] = typer.Option(None, "--precisions", help="fp32, fp16, int8 (default: all three; --quick: fp32)."),
+    resolutions: Optional[List[int]] = typer.Option(None, "--resolutions", help="Input sides timed at batch 1 (default: 320 512 768)."),
+    batches: Optional[List[int]] = typer.Option(None, "--batches", help="Batch sizes timed at the model's own size (default: 1 2 4 8)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", min=3, help="Timed runs per latency figure (default 10; --quick 8)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: benchmarks/results/<machine>/)."),
 ):
     """Latency, catalog throughput and accuracy side by side with the rembg-style loop; JSON, markdown and plots."""
@@ -223,7 +226,8 @@ def bench(
     if not models:
         models = ["u2netp"] + (["cvunet-s"] if "cvunet-s" in zoo.ZOO else [])
     overrides = dict(models=list(models), backends=backends or None, devices=devices or None,
-                     precisions=precisions or None, out=out)
+                     precisions=precisions or None, resolutions=resolutions or None, batches=batches or None,
+                     repeats=repeats, out=out)
     cfg = BenchConfig.quick_config(**overrides) if quick else \
         BenchConfig(**{k: v for k, v in overrides.items() if v is not None})
     try:
@@ -245,6 +249,104 @@ def samples(dest: Path = typer.Argument(Path("demo"), help="Folder to write the 
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2)
     console.print(f"wrote {len(written)} photos to {dest}")
+
+
+catalog_app = typer.Typer(no_args_is_help=True, help="The catalog pipeline: validate, matte, flag, resume, scale out.")
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("run")
+def catalog_run(
+    inputs: List[str] = typer.Argument(..., help="Folders, files or glob patterns of the catalog."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder: OUT/<SKU>/<stem>_matte.png, OUT/manifest.jsonl."),
+    model: str = typer.Option(zoo.DEFAULT_MODEL, "--model", "-m", help="Zoo name or model file."),
+    backend: str = typer.Option("onnxruntime", "--backend"),
+    device: str = typer.Option("auto", "--device"),
+    allow_cpu_fallback: bool = typer.Option(False, "--allow-cpu-fallback"),
+    refiner: str = typer.Option("guided", "--refiner", help="guided or a learned refiner (cvunet-refiner)."),
+    resume: bool = typer.Option(False, "--resume", help="Finish the last run: images it finished are not redone."),
+    watch: bool = typer.Option(False, "--watch", help="Keep watching the input folder and process new files as they arrive."),
+    poll: float = typer.Option(2.0, "--poll", min=0.1, help="--watch: seconds between looks at the folder."),
+    idle_exit: Optional[float] = typer.Option(None, "--idle-exit", help="--watch: stop after this many seconds with nothing new."),
+    ray: bool = typer.Option(False, "--ray", help="Run the images on Ray Data actors (a local cluster unless --ray-address)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="A running Ray cluster: auto or ray://HOST:10001."),
+    ray_actors: Optional[int] = typer.Option(None, "--ray-actors", min=1, help="Model actors (default: one per CPU)."),
+    alpha: bool = typer.Option(False, "--alpha", help="Also write <stem>_alpha.png."),
+    template: Optional[str] = typer.Option(None, "--template", help="Also write <stem>_template.jpg on: white, #RRGGBB, "
+                                           "gradient:#TOP,#BOTTOM or image:PATH."),
+    canvas: str = typer.Option("800x800", "--canvas", help="Template canvas WIDTHxHEIGHT."),
+    fill: float = typer.Option(0.8, "--fill", min=0.05, max=1.0, help="Share of the canvas the product fills."),
+    shadow: bool = typer.Option(False, "--shadow", help="A soft contact shadow under the product on the template."),
+    thresholds: Optional[Path] = typer.Option(None, "--thresholds", help="JSON file of quality thresholds (see cvmatte.engine.quality)."),
+    sku_regex: Optional[str] = typer.Option(None, "--sku-regex"),
+    sku_csv: Optional[Path] = typer.Option(None, "--sku-csv"),
+    min_side: int = typer.Option(32, "--min-side", min=1, help="Refuse images smaller than this on a side."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Images in flight on this machine."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1),
+    max_megapixels: float = typer.Option(64.0, "--max-megapixels", min=0.01),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Matte a whole catalog: manifest, quality flags, review list, cache; resumable."""
+    import json as _json
+
+    from . import Matter
+    from .engine.catalog import watch_catalog
+    from .engine.quality import QualityThresholds
+    from .engine.templates import Template
+
+    try:
+        tmpl = None
+        if template:
+            tmpl = Template(template, _parse_canvas(canvas), fill, shadow)
+        limits = QualityThresholds.from_dict(_json.loads(thresholds.read_text())) if thresholds else None
+        m = Matter(model, backend, device, allow_cpu_fallback=allow_cpu_fallback, refiner=refiner,
+                   batch_size=batch_size, max_pixels=int(max_megapixels * 1e6))
+    except (CvmatteError, ValueError, OSError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    console.print(f"cvmatte catalog: {m.describe()}{', on Ray' if ray else ''}")
+
+    def on_row(r):
+        if quiet:
+            return
+        if r["status"] in ("failed", "rejected"):
+            console.print(f"[red]{r['status']}:[/] {r['error']}")
+        elif r["status"] == "review":
+            console.print(f"[yellow]review:[/] {r['input']}: {'; '.join(r['flags'])}")
+
+    try:
+        if watch:
+            if len(inputs) != 1 or not Path(inputs[0]).is_dir():
+                console.print("[red]error:[/] --watch takes one input folder")
+                raise typer.Exit(2)
+            from .engine.catalog import CatalogOptions
+            from .engine.outputs import SkuResolver
+
+            options = CatalogOptions(alpha=alpha, template=tmpl, min_side=min_side,
+                                     thresholds=limits or QualityThresholds())
+            console.print(f"watching {inputs[0]} (Ctrl-C stops)")
+            try:
+                watch_catalog(inputs[0], out, m._batched_engine(), m.model_id, options, SkuResolver(sku_regex, sku_csv),
+                              poll_s=poll, idle_exit_s=idle_exit, on_row=on_row, workers=workers)
+            except KeyboardInterrupt:
+                pass
+            raise typer.Exit(0)
+        report = m.catalog(inputs, out, resume=resume, alpha=alpha, template=tmpl, thresholds=limits,
+                           sku_regex=sku_regex, sku_csv=sku_csv, min_side=min_side, workers=workers, ray=ray,
+                           ray_address=ray_address, ray_actors=ray_actors, on_row=on_row)
+    except FileNotFoundError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    except CvmatteError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    s = report.summary
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(s["counts"].items()))
+    console.print(f"run {s['run']}: {counts}; {s['model_runs']} model runs, {s['cache_hits']} from the cache, "
+                  f"{s['duplicates']} duplicates; {s['images_per_s']:.2f} images/s")
+    console.print(f"manifest {report.manifest}; summary {Path(out) / 'summary.json'}")
+    bad = s["counts"].get("failed", 0) + s["counts"].get("rejected", 0)
+    raise typer.Exit(1 if bad else 0)
 
 
 def main():

@@ -104,12 +104,17 @@ class MattingEngine:
             alpha = alpha * source_alpha  # the file's own transparency stays transparent
         timings["refine_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        # The blur radius must well exceed the soft edge's width, which grows with the upsampling.
-        radius = max(90, int(10 * scale))
-        foreground = estimate_foreground(rgb, alpha, s.despill, radius)
+        foreground = self.foreground(rgb, alpha)
         timings["foreground_s"] = time.perf_counter() - t0
         return MatteResult(alpha.astype(np.float32, copy=False), coarse, foreground, n_tiles, band_fraction, band,
                            timings)
+
+    def foreground(self, rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """The photo's colours with the old background's removed from soft pixels (despill)."""
+        H, W = rgb.shape[:2]
+        # The blur radius must well exceed the soft edge's width, which grows with the upsampling.
+        radius = max(90, int(10 * self.upsampling_scale(H, W)))
+        return estimate_foreground(rgb, alpha, self.settings.despill, radius)
 
     def coarse_input(self, rgb: np.ndarray, source_alpha: np.ndarray | None = None) -> np.ndarray:
         """float32 [3, h, w]: what the coarse pass feeds the model; an image with its own

@@ -54,6 +54,9 @@ def conv_flops(path: str | Path, size_hw: tuple[int, int], batch: int = 1) -> fl
     shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
               for vi in [*model.graph.value_info, *model.graph.output, *model.graph.input]}
     weights = {init.name: list(init.dims) for init in model.graph.initializer}
+    for node in model.graph.node:  # INT8 Q/DQ and FP16 graphs reach the weights through these
+        if node.op_type in ("DequantizeLinear", "Cast", "Identity") and node.input[0] in weights:
+            weights[node.output[0]] = weights[node.input[0]]
     total = 0
     for node in model.graph.node:
         if node.op_type not in ("Conv", "ConvTranspose"):
