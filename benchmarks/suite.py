@@ -56,7 +56,7 @@ class BenchConfig:
     precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16", "int8"])
     resolutions: list[int] = field(default_factory=lambda: [320, 512, 768])
     batches: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
-    repeats: int = 20
+    repeats: int = 10
     accuracy_megapixels: list[float] = field(default_factory=lambda: [1.0, 4.0, 16.0])
     scenes: int = 3
     catalog_composites: int = 12
@@ -144,7 +144,52 @@ def measured_peak(size: int = 2048, repeats: int = 5) -> dict:
     dst = np.empty_like(src)
     np.copyto(dst, src)
     copy = min(_timed(lambda: np.copyto(dst, src)) for _ in range(repeats))
-    return {"cpu_gflops": 2 * size ** 3 / best / 1e9, "cpu_gbs": 2 * src.nbytes / copy / 1e9}
+    peak = {"cpu_gflops": 2 * size ** 3 / best / 1e9, "cpu_gbs": 2 * src.nbytes / copy / 1e9}
+    peak.update(gpu_peak())
+    return peak
+
+
+def gpu_peak(size: int = 8192, repeats: int = 5) -> dict:
+    """On a CUDA GPU (through torch, when both are present): FP32 and FP16 matrix-product rates
+    and device-to-device copy bandwidth, timed with CUDA events. {} elsewhere."""
+    try:
+        import torch
+    except ImportError:
+        return {}
+    if not torch.cuda.is_available():
+        return {}
+
+    def rate(fn, work):
+        fn()
+        torch.cuda.synchronize()
+        best = float("inf")
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3)
+        return work / best
+
+    out = {}
+    for name, dtype in (("gpu_fp32_gflops", torch.float32), ("gpu_fp16_gflops", torch.float16)):
+        a = torch.randn(size, size, device="cuda", dtype=dtype)
+        out[name] = rate(lambda: a @ a, 2 * size ** 3) / 1e9
+    src = torch.empty(256 * 2 ** 20, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    out["gpu_gbs"] = rate(lambda: dst.copy_(src), 2 * src.numel()) / 1e9
+    host = torch.empty(src.numel(), dtype=torch.uint8, pin_memory=True)
+    out["h2d_gbs"] = rate(lambda: src.copy_(host, non_blocking=True), src.numel()) / 1e9
+    return out
+
+
+def _peak_for(backend, precision: str, peak: dict) -> float:
+    """The limit a figure is read against: the GPU's matrix-product rate in the model's precision
+    when the backend runs on a GPU, else the CPU's."""
+    if getattr(backend, "on_gpu", False) and "gpu_fp32_gflops" in peak:
+        return peak["gpu_fp16_gflops" if precision in ("fp16", "int8") else "gpu_fp32_gflops"]
+    return peak["cpu_gflops"]
 
 
 def _timed(fn) -> float:
@@ -155,7 +200,11 @@ def _timed(fn) -> float:
 
 class ResourceSampler:
     """Peak resident memory (sampled at 50 Hz from /proc) and CPU utilisation of this process
-    over a with-block: CPU seconds / (wall seconds x cores)."""
+    over a with-block: CPU seconds / (wall seconds x cores); on a machine with nvidia-smi, the
+    GPU's mean utilisation and peak memory used, sampled twice a second."""
+
+    gpu_util: float | None = None
+    gpu_peak_mib: float | None = None
 
     def __enter__(self):
         self.start = self.peak = self._rss()
@@ -172,8 +221,18 @@ class ResourceSampler:
         self.cpu_util = (self._cpu() - self._cpu0) / max(1e-9, self.wall * _cores())
 
     def _run(self):
+        gpu = [] if gpu_name() else None
+        last_gpu = 0.0
         while not self._stop.wait(0.02):
             self.peak = max(self.peak, self._rss())
+            if gpu is not None and time.perf_counter() - last_gpu > 0.5:
+                last_gpu = time.perf_counter()
+                sample = _nvidia_smi_sample()
+                if sample:
+                    gpu.append(sample)
+        if gpu:
+            self.gpu_util = float(np.mean([u for u, _ in gpu])) / 100.0
+            self.gpu_peak_mib = float(max(m for _, m in gpu))
 
     @staticmethod
     def _cpu() -> float:
@@ -187,6 +246,16 @@ class ResourceSampler:
                 return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except OSError:
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _nvidia_smi_sample() -> tuple[float, float] | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=5)
+        util, mem = out.stdout.strip().splitlines()[0].split(",")
+        return float(util), float(mem)
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        return None
 
 
 # ----------------------------------------------------------------------------- models
@@ -231,37 +300,45 @@ def latency(cfg: BenchConfig, variants: dict, peak: dict, image: np.ndarray, log
                 except CvmatteError as e:
                     log(f"latency: {label} on {backend}/{device} skipped: {e}")
                     continue
-                sizes = cfg.resolutions if m.spec.dynamic_hw else [m.spec.input_size[0]]
-                for res in sizes:
+                # Latency against resolution at batch 1, throughput against batch at the model's
+                # own size: the two curves the plots draw, without the full product of both.
+                own = m.spec.input_size[0]
+                sizes = cfg.resolutions if m.spec.dynamic_hw else [own]
+                grid = [(res, 1) for res in sizes] + [(own, b) for b in cfg.batches if b != 1]
+                if own not in sizes:
+                    grid.insert(0, (own, 1))
+                for res, batch in grid:
                     x1 = normalize(resize(image, (res, res)), m.spec)[None]
                     gflop = conv_flops(m.model.path, (res, res)) / 1e9
-                    for batch in cfg.batches:
-                        # Through one staging slot, as the pipeline runs it: wall time from launch
-                        # to outputs on the host (copies included), and the compute time the
-                        # backend reports (CUDA events on a GPU, the run itself on the CPU).
-                        slot = m.backend.make_slot(0, batch, x1.shape[1:])
-                        slot.host_in[:] = x1
-                        slot.n = batch
+                    # Through one staging slot, as the pipeline runs it: wall time from launch
+                    # to outputs on the host (copies included), and the compute time the
+                    # backend reports (CUDA events on a GPU, the run itself on the CPU).
+                    slot = m.backend.make_slot(0, batch, x1.shape[1:])
+                    slot.host_in[:] = x1
+                    slot.n = batch
 
-                        def once():
-                            t0 = time.perf_counter()
-                            m.backend.launch(slot, batch)
-                            compute = m.backend.wait(slot)
-                            return time.perf_counter() - t0, compute
+                    def once():
+                        t0 = time.perf_counter()
+                        m.backend.launch(slot, batch)
+                        compute = m.backend.wait(slot)
+                        return time.perf_counter() - t0, compute
 
-                        for _ in range(2):
-                            once()
-                        ts, cs = np.array([once() for _ in range(cfg.repeats)]).T
-                        med = float(np.median(ts))
-                        rows.append({"model": label.rsplit(" ", 1)[0], "precision": precision, "backend": backend,
-                                     "device": m.backend.describe(), "resolution": res, "batch": batch,
-                                     "median_ms": med * 1e3, "p90_ms": float(np.percentile(ts, 90)) * 1e3,
-                                     "p99_ms": float(np.percentile(ts, 99)) * 1e3, "ms_per_image": med * 1e3 / batch,
-                                     "compute_ms": float(np.median(cs)) * 1e3,
-                                     "images_per_s": batch / med, "gflop_per_image": gflop,
-                                     "gflops_achieved": gflop * batch / med,
-                                     "fraction_of_peak": gflop * batch / med / peak["cpu_gflops"]})
-                        log(f"latency {label} {res}² batch {batch}: {med * 1e3:.1f} ms")
+                    for _ in range(2):
+                        once()
+                    ts, cs = np.array([once() for _ in range(cfg.repeats)]).T
+                    med = float(np.median(ts))
+                    rows.append({"model": label.rsplit(" ", 1)[0], "precision": precision, "backend": backend,
+                                 "device": m.backend.describe(), "resolution": res, "batch": batch,
+                                 "median_ms": med * 1e3, "p90_ms": float(np.percentile(ts, 90)) * 1e3,
+                                 "p99_ms": float(np.percentile(ts, 99)) * 1e3, "ms_per_image": med * 1e3 / batch,
+                                 "compute_ms": float(np.median(cs)) * 1e3,
+                                 "images_per_s": batch / med, "gflop_per_image": gflop,
+                                 "gflops_achieved": gflop * batch / med,
+                                 "fraction_of_peak": gflop * batch / med / _peak_for(m.backend, precision, peak),
+                                 # the host<->device copies' floor: input + output bytes over the pinned H2D rate
+                                 "copy_ms_floor": (slot.host_in.nbytes + slot.host_out.nbytes) / peak["h2d_gbs"] / 1e6
+                                 if getattr(m.backend, "on_gpu", False) and "h2d_gbs" in peak else None})
+                    log(f"latency {label} {res}² batch {batch}: {med * 1e3:.1f} ms")
     return rows
 
 
@@ -319,6 +396,7 @@ def throughput(cfg: BenchConfig, configs: dict, folder: Path, log) -> list[dict]
                      "images_per_s": len(paths) / s.wall, "mp_per_s": mpix / s.wall, "cpu_util": s.cpu_util,
                      "peak_rss_mib": s.peak / 2 ** 20, "rss_growth_mib": (s.peak - s.start) / 2 ** 20,
                      "model_busy": batching.busy_fraction if batching else None,
+                     "gpu_util": s.gpu_util, "gpu_peak_mib": s.gpu_peak_mib,
                      "batch_fill": batching.fill if batching else None})
         log(f"throughput {name}: {len(paths) / s.wall:.2f} images/s")
     return rows
@@ -390,7 +468,10 @@ def markdown(report: dict) -> str:
              f"{m['platform']}; {m['date']}", "",
              f"Versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}", "",
              f"Measured peak: {peak['cpu_gflops']:.0f} GFLOP/s (float32 matrix product), "
-             f"{peak['cpu_gbs']:.1f} GB/s (copy)", "",
+             f"{peak['cpu_gbs']:.1f} GB/s (copy)" + (
+                 f"; GPU {peak['gpu_fp32_gflops'] / 1e3:.1f} TFLOP/s FP32, {peak['gpu_fp16_gflops'] / 1e3:.1f} TFLOP/s "
+                 f"FP16, {peak['gpu_gbs']:.0f} GB/s device copy, {peak['h2d_gbs']:.1f} GB/s pinned upload"
+                 if "gpu_fp32_gflops" in peak else ""), "",
              "## Latency", "",
              "| model | device | precision | resolution | batch | median ms | p90 ms | p99 ms | compute ms | ms/image | "
              "GFLOP/image | GFLOP/s | of peak |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -402,12 +483,12 @@ def markdown(report: dict) -> str:
     t = report["throughput"]
     lines += ["", f"## Catalog throughput ({t[0]['images'] if t else 0} images, "
               f"{t[0]['megapixels'] if t else 0:.1f} MP, decode -> matte -> encode -> write)", "",
-              "| configuration | images/s | MP/s | CPU utilisation | model busy | batch fill | peak RSS MiB (process) | "
-              "RSS growth in the run MiB |", "|---|---|---|---|---|---|---|---|"]
+              "| configuration | images/s | MP/s | CPU utilisation | model busy | batch fill | GPU utilisation | "
+              "peak RSS MiB (process) | RSS growth in the run MiB |", "|---|---|---|---|---|---|---|---|---|"]
     pct = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731
     for r in t:
         lines.append(f"| {r['config']} | {r['images_per_s']:.2f} | {r['mp_per_s']:.2f} | {r['cpu_util']:.0%} | "
-                     f"{pct(r.get('model_busy'))} | {pct(r.get('batch_fill'))} | "
+                     f"{pct(r.get('model_busy'))} | {pct(r.get('batch_fill'))} | {pct(r.get('gpu_util'))} | "
                      f"{r['peak_rss_mib']:.0f} | {r['rss_growth_mib']:.0f} |")
     lines += ["", "## Accuracy against exact alpha (synthetic product shots; means over scenes)", "",
               "| MP | configuration | SAD | MSE ×1e3 | gradient | connectivity | s/image |", "|---|---|---|---|---|---|---|"]
@@ -433,6 +514,7 @@ def plots(report: dict, out: Path, prefix: str) -> list[Path]:
     by_batch = {f"{k[0]} {k[1]} {k[2]}²": sorted((r for r in lat if (r["model"], r["precision"], r["resolution"]) == k),
                                                  key=lambda r: r["batch"])
                 for k in sorted({(r["model"], r["precision"], r["resolution"]) for r in lat})}
+    by_batch = {k: v for k, v in by_batch.items() if len(v) > 1}  # sizes timed at batch 1 only are the other plot
     figures = [("latency_vs_resolution", by_resolution, "resolution", "median_ms", "input side (px)",
                 "median latency, batch 1 (ms)", "Latency against resolution"),
                ("throughput_vs_batch", by_batch, "batch", "images_per_s", "batch", "images/s (model only)",

@@ -119,7 +119,7 @@ class Matter:
                 template: Template | None = None, thresholds: QualityThresholds | None = None,
                 sku_regex: str | None = None, sku_csv: str | Path | None = None, min_side: int = 32,
                 workers: int | None = None, ray: bool = False, ray_address: str | None = None,
-                ray_actors: int | None = None, on_row: Callable[[dict], None] | None = None) -> CatalogReport:
+                ray_actors: int | None = None, ray_gpus_per_actor: float = 0.0, on_row: Callable[[dict], None] | None = None) -> CatalogReport:
         """The catalog pipeline (cvmatte.engine.catalog): validate, matte what is not cached,
         flag for review, write OUT/<SKU>/<stem>_matte.png (+ alpha, + template) and
         OUT/manifest.jsonl. resume=True finishes the last run without redoing its images;
@@ -132,7 +132,8 @@ class Matter:
         if ray:
             from .engine.catalog_ray import ray_executor
 
-            executor = ray_executor(self.init_kwargs, self.model_id, options, ray_address, ray_actors)
+            executor = ray_executor(self.init_kwargs, self.model_id, options, ray_address, ray_actors,
+                                    gpus_per_actor=ray_gpus_per_actor)
         return run_catalog(list(inputs), out, self._batched_engine(), self.model_id, options, resume=resume,
                            sku=SkuResolver(sku_regex, sku_csv), workers=workers or self.settings.io_workers,
                            on_row=on_row, executor=executor)

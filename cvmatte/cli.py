@@ -251,6 +251,31 @@ def samples(dest: Path = typer.Argument(Path("demo"), help="Folder to write the 
     console.print(f"wrote {len(written)} photos to {dest}")
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 opens it to the network."),
+    port: int = typer.Option(8000, "--port"),
+    model: str = typer.Option(zoo.DEFAULT_MODEL, "--model", "-m"),
+    backend: str = typer.Option("onnxruntime", "--backend"),
+    device: str = typer.Option("auto", "--device"),
+    allow_cpu_fallback: bool = typer.Option(False, "--allow-cpu-fallback"),
+    workers: int = typer.Option(1, "--workers", min=1, help="Images matted at once."),
+    queue: int = typer.Option(8, "--queue", min=0, help="Requests that may wait; past that, 503."),
+    max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", min=0.01),
+    max_megapixels: float = typer.Option(40.0, "--max-megapixels", min=0.01),
+):
+    """The model loaded once: HTTP API (/v1/matte, /v1/batch, /v1/jobs, /health, /openapi.json) and a web page at /."""
+    from .server import serve as run_server
+
+    console.print(f"cvmatte serve: loading {model}; then http://{host}:{port}/ (API: /openapi.json)")
+    try:
+        run_server(host, port, model=model, backend=backend, device=device, allow_cpu_fallback=allow_cpu_fallback,
+                   workers=workers, queue=queue, max_upload_mb=max_upload_mb, max_megapixels=max_megapixels)
+    except CvmatteError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+
+
 catalog_app = typer.Typer(no_args_is_help=True, help="The catalog pipeline: validate, matte, flag, resume, scale out.")
 app.add_typer(catalog_app, name="catalog")
 
@@ -270,7 +295,8 @@ def catalog_run(
     idle_exit: Optional[float] = typer.Option(None, "--idle-exit", help="--watch: stop after this many seconds with nothing new."),
     ray: bool = typer.Option(False, "--ray", help="Run the images on Ray Data actors (a local cluster unless --ray-address)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="A running Ray cluster: auto or ray://HOST:10001."),
-    ray_actors: Optional[int] = typer.Option(None, "--ray-actors", min=1, help="Model actors (default: one per CPU)."),
+    ray_actors: Optional[int] = typer.Option(None, "--ray-actors", min=1, help="Model actors (default: one per CPU, or per GPU slot)."),
+    ray_gpus: float = typer.Option(0.0, "--ray-gpus", min=0.0, help="GPUs per model actor (1, or 0.5 for two actors a GPU)."),
     alpha: bool = typer.Option(False, "--alpha", help="Also write <stem>_alpha.png."),
     template: Optional[str] = typer.Option(None, "--template", help="Also write <stem>_template.jpg on: white, #RRGGBB, "
                                            "gradient:#TOP,#BOTTOM or image:PATH."),
@@ -333,7 +359,7 @@ def catalog_run(
             raise typer.Exit(0)
         report = m.catalog(inputs, out, resume=resume, alpha=alpha, template=tmpl, thresholds=limits,
                            sku_regex=sku_regex, sku_csv=sku_csv, min_side=min_side, workers=workers, ray=ray,
-                           ray_address=ray_address, ray_actors=ray_actors, on_row=on_row)
+                           ray_address=ray_address, ray_actors=ray_actors, ray_gpus_per_actor=ray_gpus, on_row=on_row)
     except FileNotFoundError as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2)

@@ -326,11 +326,14 @@ def rejected_row(e: Entry, run_id: str) -> dict:
             "model": None, "settings": None, "timings": {}}
 
 
-def summarize(run_id: str, rows: list[dict], seconds: float) -> dict:
+def summarize(run_id: str, rows: list[dict], seconds: float, new_rows: int | None = None) -> dict:
+    """new_rows: how many of the rows this invocation produced (a resumed run's earlier rows do
+    not count towards its images/s)."""
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    done = [r for r in rows if r["status"] in ("ok", "review")]
+    fresh = rows if new_rows is None else rows[len(rows) - new_rows:]
+    done = [r for r in fresh if r["status"] in ("ok", "review")]
     return {
         "run": run_id, "inputs": len(rows), "counts": counts,
         "cache_hits": sum(r.get("cache") == "hit" for r in rows),
@@ -400,7 +403,7 @@ def run_catalog(inputs: list[str | Path], out: str | Path, engine, model_id: str
     for row in run(worker, accepted, run_id):
         record(row)
     seconds = time.perf_counter() - t0
-    summary = summarize(run_id, rows, seconds)
+    summary = summarize(run_id, rows, seconds, new_rows=len(rows) - len(previous))
     imageio.atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=1).encode())
     return CatalogReport(run_id, rows, seconds, manifest.path, summary)
 

@@ -21,6 +21,8 @@ class Backend(Protocol):
     max_batch: int | None
     #: True when a GPU was asked for and the caller allowed running on the CPU instead.
     fell_back: bool
+    #: True when the model runs on a GPU.
+    on_gpu: bool
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """batch: float32 [N, C, H, W], normalised as the spec says -> alpha float32 [N, 1, H, W] in [0, 1]."""
@@ -47,6 +49,7 @@ class HostSlots:
 
     #: Launch every batch full (the tail padded with zeros): CUDA graphs and fixed-shape engines.
     static_batch = False
+    on_gpu = False
 
     def host_buffer(self, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
         """A staging buffer; GPU backends return page-locked memory."""

@@ -106,7 +106,8 @@ class OrtBackend(HostSlots):
             log.warning("running on the CPU, not %s (allowed by the caller): %s", gpu, why)
         self._dtype = np.float16 if self.spec.input_dtype == "float16" else np.float32
         # I/O binding into pinned buffers where ORT runs on the GPU and the model's I/O is float32.
-        self.bind_pinned = self.providers[0] in (CUDA, TRT) and self._dtype == np.float32
+        self.on_gpu = self.providers[0] in (CUDA, TRT)
+        self.bind_pinned = self.on_gpu and self._dtype == np.float32
 
     def host_buffer(self, shape, dtype=np.float32):
         if not self.bind_pinned:

@@ -56,6 +56,7 @@ class _SlotState:
 class TensorRTBackend(DeviceSlots):
     name = "tensorrt"
     fell_back = False
+    on_gpu = True
 
     def __init__(self, model: ResolvedModel, max_batch: int = 8):
         from cvmatte.export.tensorrt_build import build_engine, check_engine_compatible, load_engine_meta

@@ -93,6 +93,7 @@ class TorchBackend(DeviceSlots):
         self.static_batch = cuda_graphs
         self.max_batch = max_batch
         self.device = torch.device("cuda" if use_cuda else "cpu")
+        self.on_gpu = use_cuda
         if threads and not use_cuda:
             torch.set_num_threads(threads)
         dtype = torch.float16 if precision == "fp16" else torch.float32
