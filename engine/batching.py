@@ -240,7 +240,13 @@ class DynamicBatcher:
         return ring
 
     def _launch(self, shape: tuple, group: list[_Request], early: bool):
-        ring = self._ring(shape)
+        try:
+            ring = self._ring(shape)
+        except BaseException as e:  # no staging memory for this shape (GPU out of memory, ...)
+            for req in group:
+                req.future.set_exception(e)
+                self._pending_room.release()
+            return
         slot = ring.free.get()  # blocks while every slot of this shape is in flight
         with self._lock:
             ring.in_flight += 1

@@ -269,3 +269,17 @@ def test_onnxruntime_cuda_binds_pinned_buffers(u2netp, photo_inputs):
     with DynamicBatcher(gpu, batch_size=4, flush_ms=2) as batcher:
         got = batcher.run(x)
     assert gpu.bind_pinned and np.abs(got - cpu.run(x)).max() < 1e-3
+
+
+def test_a_slot_that_cannot_be_allocated_fails_its_inputs_not_the_batcher(u2netp, photo_inputs):
+    class NoMemoryFor192(CountingOrt):
+        def make_slot(self, index, batch, chw):
+            if chw[1] == 192:
+                raise DeviceError("not enough memory for a batch at 192x256 (test)")
+            return super().make_slot(index, batch, chw)
+
+    with DynamicBatcher(NoMemoryFor192(u2netp, device="cpu"), batch_size=2, flush_ms=1) as batcher:
+        with pytest.raises(DeviceError, match="not enough memory"):
+            batcher.submit(photo_inputs[-1], flush=True).result(timeout=60)
+        out, _ = batcher.submit(photo_inputs[0], flush=True).result(timeout=60)
+    assert out.shape == (1, 320, 320)

@@ -145,14 +145,19 @@ class TorchBackend(DeviceSlots):
             return super(DeviceSlots, self).make_slot(index, batch, chw)
         torch = self.torch
         c, h, w = chw
-        host_in = torch.empty((batch, c, h, w), dtype=torch.float32, pin_memory=True)
-        host_out = torch.empty((batch, 1, h, w), dtype=torch.float32, pin_memory=True)
-        d_in = torch.zeros((batch, c, h, w), dtype=torch.float32, device=self.device)
-        d_out = torch.zeros((batch, 1, h, w), dtype=torch.float32, device=self.device)
-        events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
-        state = _SlotState(host_in, host_out, d_in, d_out, *events)
-        if self.cuda_graphs:
-            state.graph = self._capture(d_in, d_out)
+        try:
+            host_in = torch.empty((batch, c, h, w), dtype=torch.float32, pin_memory=True)
+            host_out = torch.empty((batch, 1, h, w), dtype=torch.float32, pin_memory=True)
+            d_in = torch.zeros((batch, c, h, w), dtype=torch.float32, device=self.device)
+            d_out = torch.zeros((batch, 1, h, w), dtype=torch.float32, device=self.device)
+            events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+            state = _SlotState(host_in, host_out, d_in, d_out, *events)
+            if self.cuda_graphs:
+                state.graph = self._capture(d_in, d_out)
+        except torch.cuda.OutOfMemoryError:
+            free, total = torch.cuda.mem_get_info(self.device)
+            raise DeviceError(f"not enough GPU memory for a batch of {batch} at {h}x{w} ({free / 2**30:.1f} of "
+                              f"{total / 2**30:.1f} GiB free): lower --batch-size or the tile batch") from None
         return Slot(index, host_in.numpy(), host_out.numpy(), state)
 
     def _capture(self, d_in, d_out):
