@@ -429,16 +429,20 @@ def watch_catalog(folder: str | Path, out: str | Path, engine, model_id: str, op
                   sku: SkuResolver | None = None, poll_s: float = 1.0, idle_exit_s: float | None = None,
                   on_row: Callable[[dict], None] | None = None, workers: int = 2) -> list[dict]:
     """Process files as they arrive: a file is taken once its size and mtime held still for one
-    poll (a copy in progress is left alone). Runs until interrupted, or until nothing new came for
-    idle_exit_s. Each round resumes the same run, so nothing is done twice."""
+    poll (a copy in progress is left alone), and only once: a file replaced later under the same
+    name is not taken again (run the catalog for that). Runs until interrupted, or until nothing
+    new came for idle_exit_s. Each round resumes the same run, so nothing is done twice."""
     folder = Path(folder)
     seen_sizes: dict[Path, tuple[int, float]] = {}
+    handed: set[Path] = set()  # files already given to a round: never hashed or validated again
     rows: list[dict] = []
     last_new = time.monotonic()
     resume = False
     while True:
         stable = []
         for p in imageio.list_images([folder]) if folder.is_dir() else []:
+            if p in handed:
+                continue
             try:
                 st = p.stat()
             except FileNotFoundError:
@@ -447,6 +451,7 @@ def watch_catalog(folder: str | Path, out: str | Path, engine, model_id: str, op
             if seen_sizes.get(p) == sig:
                 stable.append(p)
             seen_sizes[p] = sig
+        handed.update(stable)
         if stable:
             report = run_catalog(stable, out, engine, model_id, options, resume=resume, sku=sku, workers=workers,
                                  on_row=on_row)
