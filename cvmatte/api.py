@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
@@ -18,7 +19,7 @@ from .engine.outputs import OutputOptions, SkuResolver
 from .engine.pipeline import FileResult, RunReport, run_files
 from .engine.refiners import GuidedFilterRefiner, ModelRefiner, TileRefiner
 from .engine.quality import QualityThresholds
-from .engine.settings import MatteSettings
+from .engine.settings import GPU_BATCH, MatteSettings
 from .engine.spec import sha256_file
 from .engine.templates import Template
 
@@ -60,6 +61,9 @@ class Matter:
                              "as refiner=, not as the model")
         gpu_options = dict(precision=precision, cuda_graphs=cuda_graphs) if backend == "torch" else {}
         self.backend = create_backend(self.model, backend, device, threads, allow_cpu_fallback, **gpu_options)
+        if self.backend.on_gpu and settings is None:  # batches pay on a GPU only (see MatteSettings)
+            gpu = {k: GPU_BATCH for k in ("batch_size", "tile_batch") if k not in setting_overrides}
+            self.settings = dataclasses.replace(self.settings, **gpu)
         if isinstance(refiner, (str, Path)):
             guided = GuidedFilterRefiner(eps=self.settings.guided_eps,
                                          radius_per_scale=self.settings.guided_radius_per_scale)

@@ -54,7 +54,7 @@ def matte(
     sku_regex: Optional[str] = typer.Option(None, "--sku-regex", help="Regex on the file name; its group 'sku' or group 1 is the SKU."),
     sku_csv: Optional[Path] = typer.Option(None, "--sku-csv", help="CSV of file name,SKU."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Model threads (default: all cores)."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per model batch."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per model batch (default: 1 on a CPU, 8 on a GPU)."),
     flush_ms: float = typer.Option(5.0, "--flush-ms", min=0.0, help="Longest wait of a part-filled batch for more images."),
     max_megapixels: float = typer.Option(64.0, "--max-megapixels", min=0.01, help="Refuse larger images."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -74,8 +74,9 @@ def matte(
         raise typer.Exit(2)
     try:
         m = Matter(model, backend, device, threads=threads, allow_cpu_fallback=allow_cpu_fallback, refiner=refiner,
-                   precision=precision, cuda_graphs=cuda_graphs, tile=tile, despill=despill, batch_size=batch_size,
-                   flush_ms=flush_ms, max_pixels=int(max_megapixels * 1e6))
+                   precision=precision, cuda_graphs=cuda_graphs, tile=tile, despill=despill,
+                   flush_ms=flush_ms, max_pixels=int(max_megapixels * 1e6),
+                   **({"batch_size": batch_size} if batch_size else {}))
     except CvmatteError as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2)
@@ -308,7 +309,7 @@ def catalog_run(
     sku_csv: Optional[Path] = typer.Option(None, "--sku-csv"),
     min_side: int = typer.Option(32, "--min-side", min=1, help="Refuse images smaller than this on a side."),
     workers: int = typer.Option(2, "--workers", min=1, help="Images in flight on this machine."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default: 1 on a CPU, 8 on a GPU."),
     max_megapixels: float = typer.Option(64.0, "--max-megapixels", min=0.01),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
@@ -326,7 +327,7 @@ def catalog_run(
             tmpl = Template(template, _parse_canvas(canvas), fill, shadow)
         limits = QualityThresholds.from_dict(_json.loads(thresholds.read_text())) if thresholds else None
         m = Matter(model, backend, device, allow_cpu_fallback=allow_cpu_fallback, refiner=refiner,
-                   batch_size=batch_size, max_pixels=int(max_megapixels * 1e6))
+                   max_pixels=int(max_megapixels * 1e6), **({"batch_size": batch_size} if batch_size else {}))
     except (CvmatteError, ValueError, OSError) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2)

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from .imageio import DEFAULT_MAX_PIXELS
 
+#: Batch size on a GPU when the caller gives none.
+GPU_BATCH = 8
+
 
 @dataclass
 class MatteSettings:
@@ -13,8 +16,8 @@ class MatteSettings:
     tile: bool = True
     tile_size: int = 512
     tile_overlap: int = 32
-    #: Tiles per batch of a learned refiner (tiles of several images share batches).
-    tile_batch: int = 8
+    #: Tiles per batch of a learned refiner (tiles of several images share batches); see batch_size.
+    tile_batch: int = 1
     #: Coarse alpha strictly between these is uncertain.
     band_low: float = 0.02
     band_high: float = 0.98
@@ -26,8 +29,10 @@ class MatteSettings:
     guided_eps: float = 1e-3
     #: Foreground colour estimation: 0 keeps the photo's colours, 1 removes the old background's.
     despill: float = 1.0
-    #: Images per coarse-pass batch.
-    batch_size: int = 4
+    #: Images per coarse-pass batch. 1 suits a CPU: a bigger batch is no faster there and ONNX
+    #: Runtime's arena then holds about 3x the memory (1.6 GB against 0.6 GB at batch 4, measured,
+    #: benchmarks/NOTES.md). Matter raises this and tile_batch to GPU_BATCH on a GPU unless given.
+    batch_size: int = 1
     #: How long a part-filled batch waits for more images or tiles before it is launched anyway.
     flush_ms: float = 5.0
     #: Staging buffers per input shape, reused for the whole run (one filling, one computing,
