@@ -23,13 +23,12 @@ console = Console(stderr=True)
 def _parse_canvas(text: Optional[str]) -> Optional[tuple[int, int]]:
     if not text:
         return None
+    from .engine.outputs import parse_size
+
     try:
-        w, h = (int(v) for v in text.lower().split("x"))
-        if w <= 0 or h <= 0:
-            raise ValueError
-    except ValueError:
-        raise typer.BadParameter(f"expected WIDTHxHEIGHT such as 800x800, got {text!r}", param_hint="--canvas")
-    return w, h
+        return parse_size(text)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--canvas") from None
 
 
 @app.command()

@@ -34,11 +34,9 @@ from starlette.concurrency import run_in_threadpool
 from . import Matter
 from .engine import imageio
 from .engine.errors import ImageError, ImageTooLarge
-from .engine.outputs import OutputOptions, compose_on_canvas, encode_outputs, safe_name
+from .engine.outputs import OutputOptions, encode_outputs, parse_size, safe_name
 
 WEB = Path(__file__).parent / "web"
-#: Formats accepted, by what the bytes are (Pillow's name), not by the file name.
-FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF"}
 
 
 class Busy(Exception):
@@ -88,16 +86,13 @@ class Job:
 
 def sniff(data: bytes, name: str) -> str:
     """The image format the bytes are, or ImageError (415) when they are no accepted image."""
-    from PIL import Image, UnidentifiedImageError
-
     if not data:
         raise ImageError(name, "empty upload")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt = im.format or ""
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise ImageError(name, "not an image (checked by content, not by name)") from None
-    if fmt not in FORMATS:
+    header = imageio.image_header(data, name)
+    if header is None:
+        raise ImageError(name, "not an image (checked by content, not by name)")
+    fmt = header[0]
+    if fmt not in imageio.ACCEPTED_FORMATS:
         raise ImageError(name, f"{fmt} is not accepted (JPEG, PNG, WebP, BMP, TIFF)")
     return fmt
 
@@ -157,12 +152,10 @@ class Service:
         with self.gate:
             decoded = imageio.decode_image(data, name, self.max_pixels)
             result = self._matter(s).engine.matte(decoded.rgb, decoded.alpha)
-        if s.output == "alpha":
-            return imageio.encode_png(result.alpha_u8), "image/png"
-        if s.output == "white":
-            white = compose_on_canvas(result.foreground, result.alpha, s.canvas, 0.05)
-            return imageio.encode_jpeg(white, 92), "image/jpeg"
-        return encode_outputs(result, OutputOptions())["rgba"], "image/png"
+        kind = s.output  # rgba, alpha or white: checked when the request came in
+        options = OutputOptions(rgba=kind == "rgba", alpha=kind == "alpha", white_bg=kind == "white", canvas=s.canvas,
+                                margin=0.05, jpeg_quality=92)
+        return encode_outputs(result, options)[kind], "image/jpeg" if kind == "white" else "image/png"
 
     # --- batches ---------------------------------------------------------------------------------
 
@@ -251,12 +244,11 @@ def create_app(service: Service) -> FastAPI:
         size = None
         if canvas:
             try:
-                w, h = (int(v) for v in canvas.lower().split("x"))
-                if not (16 <= w <= 8000 and 16 <= h <= 8000):
-                    raise ValueError
-                size = (w, h)
+                size = parse_size(canvas)
             except ValueError:
-                raise HTTPException(400, "canvas must be WIDTHxHEIGHT, 16..8000") from None
+                size = None
+            if size is None or not all(16 <= v <= 8000 for v in size):
+                raise HTTPException(400, "canvas must be WIDTHxHEIGHT, 16..8000")
         return Settings(tile, refiner, output, size)
 
     def error_status(e: Exception) -> HTTPException:

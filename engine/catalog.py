@@ -35,16 +35,14 @@ from typing import Callable, Iterable
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from . import imageio, quality
 from .errors import CvmatteError
-from .outputs import SkuResolver, safe_name
+from .matting import MatteResult
+from .outputs import OutputOptions, SkuResolver, encode_outputs, safe_name
 from .settings import MatteSettings
 from .templates import Template, render
 
-#: Formats a catalog accepts (Pillow's names); MPO is what some cameras call their JPEGs.
-FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF"}
 #: Settings that do not change the alpha (speed only) and so do not enter the cache key.
 _SPEED_ONLY = {"batch_size", "io_workers", "max_inflight", "flush_ms", "ring_depth", "tile_batch", "max_pixels"}
 
@@ -95,15 +93,16 @@ def inspect(path: Path, sku: SkuResolver, min_side: int, max_pixels: int) -> Ent
         e.reject = f"{path}: empty file (0 bytes)"
         return e
     try:
-        import io
-
-        with Image.open(io.BytesIO(data)) as im:
-            e.format, (e.width, e.height), e.mode = im.format or "", im.size, im.mode
-    except Exception as err:
-        e.reject = f"{path}: not a readable image ({type(err).__name__})"
+        header = imageio.image_header(data, str(path))
+    except CvmatteError as err:
+        e.reject = str(err)
         return e
-    if e.format not in FORMATS:
-        e.reject = f"{path}: {e.format} is not a catalog format (accepted: {', '.join(sorted(FORMATS))})"
+    if header is None:
+        e.reject = f"{path}: not a readable image (no format Pillow knows)"
+        return e
+    e.format, (e.width, e.height), e.mode = header
+    if e.format not in imageio.ACCEPTED_FORMATS:
+        e.reject = f"{path}: {e.format} is not a catalog format (accepted: {', '.join(sorted(imageio.ACCEPTED_FORMATS))})"
     elif min(e.width, e.height) < min_side:
         e.reject = f"{path}: {e.width}x{e.height} is smaller than {min_side} px on a side"
     elif e.width * e.height > max_pixels:
@@ -291,17 +290,13 @@ class Worker:
 
     def _write(self, e: Entry, foreground: np.ndarray, alpha: np.ndarray) -> dict[str, str]:
         paths = output_paths(self.out, e, self.options)
-        a8 = np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        result = MatteResult(alpha, alpha, foreground)
+        encoded = encode_outputs(result, OutputOptions(rgba=self.options.rgba, alpha=self.options.alpha))
+        if self.options.template is not None:
+            encoded["template"] = imageio.encode_jpeg(render(foreground, alpha, self.options.template),
+                                                      self.options.jpeg_quality)
         for kind, path in paths.items():
-            if kind == "rgba":
-                rgba = np.dstack([foreground, a8])
-                rgba[a8 == 0] = 0
-                data = imageio.encode_png(rgba)
-            elif kind == "alpha":
-                data = imageio.encode_png(a8)
-            else:
-                data = imageio.encode_jpeg(render(foreground, alpha, self.options.template), self.options.jpeg_quality)
-            imageio.atomic_write_bytes(path, data)
+            imageio.atomic_write_bytes(path, encoded[kind])
         return {k: str(p) for k, p in paths.items()}
 
 

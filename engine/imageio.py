@@ -21,6 +21,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageError, ImageTooLarge
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+#: Formats a catalog or the service accepts (Pillow's names); MPO is what some cameras call their JPEGs.
+ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF"})
 DEFAULT_MAX_PIXELS = 64_000_000
 
 
@@ -54,6 +56,18 @@ def decode_image(data: bytes, source: str = "<bytes>", max_pixels: int = DEFAULT
             raise ImageError(source, f"corrupt or truncated image ({e})") from None
         return _decode_with_opencv(data, source, max_pixels, reason=str(e))
     return from_pil(im, source)
+
+
+def image_header(data: bytes, source: str = "<bytes>") -> tuple[str, tuple[int, int], str] | None:
+    """(format, (width, height), mode) from the header alone (no pixels decoded); None when the
+    bytes are no image Pillow knows; ImageTooLarge for a decompression bomb."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.format or "", im.size, im.mode
+    except Image.DecompressionBombError as e:
+        raise ImageTooLarge(source, f"refused as a decompression bomb ({e})") from None
+    except Exception:  # Pillow's plugins raise many kinds for bytes that are not their format
+        return None
 
 
 def read_bytes(path: str | Path) -> bytes:

@@ -57,12 +57,14 @@ class MattingEngine:
         s = self.settings
         self.refiner = refiner or GuidedFilterRefiner(eps=s.guided_eps, radius_per_scale=s.guided_radius_per_scale)
 
-    def coarse(self, images: list[np.ndarray]) -> list[np.ndarray]:
+    def coarse(self, images: list[np.ndarray], source_alphas: list[np.ndarray | None] | None = None
+               ) -> list[np.ndarray]:
         """Whole images at the model's size, batched: float32 [h, w] alpha per image, model resolution."""
+        source_alphas = source_alphas or [None] * len(images)
+        bs = self.settings.batch_size
         out = []
-        for i in range(0, len(images), self.settings.batch_size):
-            chunk = images[i:i + self.settings.batch_size]
-            batch = np.stack([preprocess.coarse_input(im, self.spec) for im in chunk])
+        for i in range(0, len(images), bs):
+            batch = np.stack([self.coarse_input(im, a) for im, a in zip(images[i:i + bs], source_alphas[i:i + bs])])
             out.extend(self.backend.run(batch)[:, 0])
         return out
 
@@ -125,9 +127,8 @@ class MattingEngine:
     def coarse_many(self, images: list[np.ndarray], source_alphas: list[np.ndarray | None]) -> tuple[list[np.ndarray], float]:
         """The batched coarse pass; an image with its own transparency is seen over white.
         Returns the coarse alphas at model resolution and the seconds per image."""
-        model_inputs = [im if a is None else preprocess.flatten_on_white(im, a) for im, a in zip(images, source_alphas)]
         t0 = time.perf_counter()
-        coarse = self.coarse(model_inputs)
+        coarse = self.coarse(images, source_alphas)
         return coarse, (time.perf_counter() - t0) / max(1, len(images))
 
     def matte_many(self, images: list[np.ndarray], source_alphas: list[np.ndarray | None] | None = None

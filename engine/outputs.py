@@ -90,6 +90,17 @@ class OutputLayout:
         return self.day_dir / f"{self.when.strftime('%H%M%S')}_manifest.jsonl"
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """'800x600' -> (800, 600); ValueError for anything else, zero or negative sides included."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"expected WIDTHxHEIGHT such as 800x800, got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise ValueError(f"expected WIDTHxHEIGHT such as 800x800, got {text!r}")
+    return w, h
+
+
 def compose_on_canvas(foreground: np.ndarray, alpha: np.ndarray, canvas: tuple[int, int] | None = None,
                       margin: float = 0.05, color: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
     """Composite over a plain colour. foreground: uint8 [H, W, 3]; alpha: float32 [H, W].

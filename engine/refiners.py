@@ -74,7 +74,6 @@ class ModelRefiner:
         if spec.in_channels != 4:
             raise ValueError(f"{spec.name}: a tile refiner takes 4 channels (RGB + coarse alpha), "
                              f"this model takes {spec.in_channels}")
-        self.backend = backend
         self.batcher = backend if isinstance(backend, DynamicBatcher) else DynamicBatcher(backend, batch_size,
                                                                                          flush_ms=flush_ms)
         self.spec = spec

@@ -42,6 +42,16 @@ class Backend(Protocol):
         ...
 
 
+def activate(out: np.ndarray, spec) -> np.ndarray:
+    """The spec's output activation applied to the model's raw output, in place."""
+    if spec.output_activation == "sigmoid":
+        np.negative(out, out=out)
+        np.exp(out, out=out)
+        out += 1.0
+        np.reciprocal(out, out=out)
+    return out
+
+
 class HostSlots:
     """The slot interface for a backend whose `run` is synchronous (ONNX Runtime on the CPU):
     `launch` runs the model straight into the slot's output buffer, `wait` returns the seconds it

@@ -17,7 +17,7 @@ import numpy as np
 from ..batching import Slot
 from ..errors import DeviceError
 from ..zoo import ResolvedModel
-from .base import HostSlots
+from .base import HostSlots, activate
 
 log = logging.getLogger("cvmatte")
 
@@ -125,22 +125,14 @@ class OrtBackend(HostSlots):
         io.bind_output(self.spec.output_name, "cpu", 0, np.float32, list(slot.host_out[:n].shape),
                        slot.host_out.ctypes.data)
         self.session.run_with_iobinding(io)
-        if self.spec.output_activation == "sigmoid":
-            out = slot.host_out[:n]
-            np.negative(out, out=out)
-            np.exp(out, out=out)
-            out += 1.0
-            np.reciprocal(out, out=out)
+        activate(slot.host_out[:n], self.spec)
         slot.state = time.perf_counter() - t0
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         if self.max_batch is not None and batch.shape[0] > self.max_batch:
             return np.concatenate([self.run(batch[i:i + self.max_batch]) for i in range(0, len(batch), self.max_batch)])
         (out,) = self.session.run([self.spec.output_name], {self.spec.input_name: batch.astype(self._dtype, copy=False)})
-        out = out.astype(np.float32, copy=False)
-        if self.spec.output_activation == "sigmoid":
-            out = 1.0 / (1.0 + np.exp(-out))
-        return out
+        return activate(out.astype(np.float32, copy=False), self.spec)
 
     def describe(self) -> str:
         fb = " (fell back to CPU)" if self.fell_back else ""

@@ -26,7 +26,7 @@ from ..batching import Slot
 from ..errors import DeviceError
 from ..spec import sha256_file
 from ..zoo import ResolvedModel, cache_dir
-from .base import DeviceSlots
+from .base import DeviceSlots, activate
 
 log = logging.getLogger("cvmatte")
 
@@ -148,7 +148,5 @@ class TensorRTBackend(DeviceSlots):
     def wait(self, slot: Slot) -> float:
         s: _SlotState = slot.state
         cuda_host.event_sync(s.downloaded)
-        if self.spec.output_activation == "sigmoid":
-            out = slot.host_out[:slot.n].astype(np.float32)
-            slot.host_out[:slot.n] = 1.0 / (1.0 + np.exp(-out))
+        activate(slot.host_out[:slot.n], self.spec)
         return cuda_host.elapsed_s(s.started, s.computed)
