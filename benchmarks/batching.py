@@ -32,7 +32,7 @@ def make_backend(args):
     if args.preset:  # random weights: speed does not depend on them
         import torch
 
-        from cvmatte.distill.cvunet import build
+        from cvmatte.engine.nets.cvunet import build
         from cvmatte.engine.backends.torch_backend import TorchBackend
 
         torch.manual_seed(0)

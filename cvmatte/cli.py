@@ -36,8 +36,8 @@ def matte(
     inputs: List[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
     out: Path = typer.Option(Path("outputs"), "-o", "--out", help="Output root: OUT/YYYYMMDD/HHMMSS_<SKU>/<stem>_matte.png"),
     model: str = typer.Option(zoo.DEFAULT_MODEL, "--model", "-m", help="Zoo name (see `cvmatte models`) or an ONNX file with its spec JSON."),
-    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime (ONNX files), torch (CV-UNet .pt "
-                                "checkpoints; eager or CUDA graphs) or tensorrt (engines built on this GPU)."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime (ONNX files), torch (CV-UNet and U²-Net-p .pt "
+                                "checkpoints, and u2netp itself; eager or CUDA graphs) or tensorrt (engines built on this GPU)."),
     precision: str = typer.Option("fp32", "--precision", help="torch backend: fp32 or fp16 (CUDA only)."),
     cuda_graphs: bool = typer.Option(False, "--cuda-graphs", help="torch backend on CUDA: launch each batch as one CUDA graph."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or tensorrt. A GPU that cannot be used is an error, not a silent CPU run."),
@@ -135,7 +135,7 @@ def models(
 def _print_presets():
     """The CV-UNet student presets (torch is needed to build them; the runtime does without)."""
     try:
-        from .distill.cvunet import PRESETS, build, count_flops, count_parameters
+        from .engine.nets.cvunet import PRESETS, build, count_flops, count_parameters
     except ImportError:
         Console().print("CV-UNet presets: install torch to list them (pip install 'cvmatte[torch]')")
         return

@@ -27,9 +27,9 @@ from cvmatte.engine import metrics, preprocess
 from cvmatte.engine.spec import ModelSpec
 
 from . import losses
-from .checkpoint import load_checkpoint, save_checkpoint
+from cvmatte.engine.nets.checkpoint import load_checkpoint, save_checkpoint
 from .corpus import compose, load_backgrounds, photographic_cutouts, read_cutout
-from .cvunet import build, count_flops
+from cvmatte.engine.nets.cvunet import build, count_flops
 from .trainer import budget_fraction, scheduled_lr
 
 #: Seeds of the procedural shots start here, far from the benchmarks' (0..99) and the

@@ -21,8 +21,8 @@ from cvmatte.engine.preprocess import normalize
 from cvmatte.engine.spec import ModelSpec
 
 from . import data, losses
-from .checkpoint import load_checkpoint, load_optimizer_state, save_checkpoint
-from .cvunet import PRESETS, build, count_flops
+from cvmatte.engine.nets.checkpoint import load_checkpoint, load_optimizer_state, save_checkpoint
+from cvmatte.engine.nets.cvunet import PRESETS, build, count_flops
 
 
 @dataclass

@@ -195,7 +195,7 @@ def cached(name: str, cache: str | Path | None = None) -> ResolvedModel | None:
 def _load_checkpoint_spec(path: Path) -> ResolvedModel:
     """A CV-UNet checkpoint carries its spec (for the torch backend); torch is imported only here."""
     try:
-        from cvmatte.distill.checkpoint import load_checkpoint
+        from cvmatte.engine.nets.checkpoint import load_checkpoint
     except ImportError:
         raise ModelError(f"{path}: a torch checkpoint needs torch: pip install 'cvmatte[torch]'") from None
     _, spec, _ = load_checkpoint(path)

@@ -8,6 +8,7 @@ verified against torch at two batch sizes and two resolutions before it is accep
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,10 @@ def export_module(module, spec: ModelSpec, path: Path, atol: float = 1e-4) -> Mo
     import torch
 
     module = module.eval()
+    # TorchScript names graph values after the I/O names and refuses names like "1959" (the
+    # packaged u2netp's output): such a model is exported with plain names, which its spec records.
+    if not (spec.input_name.isidentifier() and spec.output_name.isidentifier()):
+        spec = replace(spec, input_name="image", output_name="alpha")
     h, w = spec.input_size
     c = spec.in_channels
     dyn = {0: "N", 2: "H", 3: "W"}
@@ -54,7 +59,7 @@ def export_module(module, spec: ModelSpec, path: Path, atol: float = 1e-4) -> Mo
 
 def export_checkpoint(path: Path, out_dir: Path) -> ModelSpec:
     """A CV-UNet checkpoint from `cvmatte distill` -> out_dir/<name>.onnx and its spec."""
-    from cvmatte.distill.checkpoint import load_checkpoint
+    from cvmatte.engine.nets.checkpoint import load_checkpoint
 
     model, spec, _ = load_checkpoint(path)
     return export_module(model, spec, Path(out_dir) / f"{spec.name}.onnx")

@@ -9,8 +9,8 @@ torch = pytest.importorskip("torch", reason="torch is not installed (the export 
 from cvmatte import Matter  # noqa: E402
 from cvmatte.benchmarks.samples import load_photo  # noqa: E402
 from cvmatte.distill import losses  # noqa: E402
-from cvmatte.distill.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from cvmatte.distill.cvunet import PRESETS, CVUNetConfig, build, count_flops, count_parameters  # noqa: E402
+from cvmatte.engine.nets.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from cvmatte.engine.nets.cvunet import PRESETS, CVUNetConfig, build, count_flops, count_parameters  # noqa: E402
 from cvmatte.engine.errors import ModelError  # noqa: E402
 from cvmatte.engine.spec import ModelSpec  # noqa: E402
 
@@ -88,7 +88,7 @@ def test_checkpoint_round_trip_and_export_through_the_cli(tmp_path):
 
 def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
-    with pytest.raises(ModelError, match="not a CV-UNet checkpoint"):
+    with pytest.raises(ModelError, match="not a cvmatte checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(ModelError, match="not a readable"):

@@ -12,7 +12,7 @@ from cvmatte import Matter  # noqa: E402
 from cvmatte.benchmarks.samples import load_photo, make_composite, write_demo_photos  # noqa: E402
 from cvmatte.distill import data  # noqa: E402
 from cvmatte.distill.corpus import build_corpus, compose, photographic_cutouts  # noqa: E402
-from cvmatte.distill.cvunet import build  # noqa: E402
+from cvmatte.engine.nets.cvunet import build  # noqa: E402
 from cvmatte.distill.refiner import RefinerConfig, train_refiner  # noqa: E402
 from cvmatte.engine.errors import ModelError  # noqa: E402
 from cvmatte.engine.spec import ModelSpec  # noqa: E402

@@ -117,7 +117,7 @@ def create_backend(
     precision: str = "fp32",
     cuda_graphs: bool = False,
 ) -> Backend:
-    """backend: onnxruntime (ONNX files; CPU, CUDA or TensorRT execution providers), torch (CV-UNet
+    """backend: onnxruntime (ONNX files; CPU, CUDA or TensorRT execution providers), torch (CV-UNet and U²-Net-p
     checkpoints; eager or CUDA graphs, FP16 on CUDA) or tensorrt (an engine built on this GPU).
     precision and cuda_graphs apply to the torch backend."""
     if device not in DEVICES:

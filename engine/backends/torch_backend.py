@@ -1,4 +1,5 @@
-"""torch backend: CV-UNet checkpoints (from `cvmatte distill`) on a CUDA GPU where TensorRT is not
+"""torch backend: the project's torch networks (CV-UNet and U²-Net-p checkpoints, and the default
+U²-Net-p ported from its ONNX file) on a CUDA GPU where TensorRT is not
 installed, eager or through CUDA graphs, FP32 or FP16; on the CPU, eager FP32 (for development).
 
 On CUDA it drives the same ring as the TensorRT backend: page-locked host tensors per slot,
@@ -110,15 +111,24 @@ class TorchBackend(DeviceSlots):
 
     @classmethod
     def from_model(cls, model: ResolvedModel, **kwargs) -> "TorchBackend":
+        """Checkpoints (`.pt` from `cvmatte distill` / `cvmatte finetune`: CV-UNets and U²-Net-p,
+        pruned or not) and U²-Net-p ONNX files (the default model), ported to torch from the
+        file's own weights."""
         path = Path(model.path)
-        if path.suffix != ".pt":
-            raise ModelError(f"{path}: the torch backend runs CV-UNet checkpoints (.pt from `cvmatte distill`); "
-                             "for an ONNX model use --backend onnxruntime")
         _import_torch()
-        from cvmatte.distill.checkpoint import load_checkpoint
+        if path.suffix == ".pt":
+            from ..nets.checkpoint import load_checkpoint
 
-        module, spec, _ = load_checkpoint(path)
-        return cls(module, spec, **kwargs)
+            module, spec, _ = load_checkpoint(path)
+            return cls(module, spec, **kwargs)
+        from ..nets.u2net import from_onnx
+
+        try:
+            module = from_onnx(path)
+        except ValueError as e:
+            raise ModelError(f"the torch backend runs cvmatte checkpoints (.pt) and U²-Net-p ONNX files; {e}. "
+                             "Use --backend onnxruntime for this model") from None
+        return cls(module, model.spec, **kwargs)
 
     def describe(self) -> str:
         mode = "CUDA graphs" if self.cuda_graphs else "eager"
