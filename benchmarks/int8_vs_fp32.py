@@ -43,7 +43,7 @@ def main(argv=None):
         models = {"fp32": fp32}
         for name, symmetric in (("int8 (TensorRT)", True), ("int8 (uint8 acts)", False)):
             path = tmp / f"u2netp.{'sym' if symmetric else 'asym'}.onnx"
-            spec = to_int8(fp32_path, path, fp32.spec, calib, check, tol.mean_abs, tol.min_iou, symmetric=symmetric)
+            spec = to_int8(fp32_path, path, fp32.spec, calib, check, tol, symmetric=symmetric)
             models[name] = zoo.ResolvedModel(path, spec)
 
         matters = {name: Matter(m.path, device="cpu", despill=0.0) for name, m in models.items()}

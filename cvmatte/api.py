@@ -29,7 +29,7 @@ __all__ = ["Matter", "MatteResult", "MatteSettings"]
 class Matter:
     """Load a model once, then cut out images.
 
-        m = Matter()                          # u2netp, ONNX Runtime, best device available
+        m = Matter()                          # the default model (zoo.DEFAULT_MODEL), ONNX Runtime, best device
         r = m.matte("shoe.jpg")               # r.alpha float32 [H, W] in [0, 1], r.rgba uint8 [H, W, 4]
         report = m.matte_files(["photos/"], "outputs", white_bg=True)
 

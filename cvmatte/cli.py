@@ -35,7 +35,8 @@ def _parse_canvas(text: Optional[str]) -> Optional[tuple[int, int]]:
 def matte(
     inputs: List[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
     out: Path = typer.Option(Path("outputs"), "-o", "--out", help="Output root: OUT/YYYYMMDD/HHMMSS_<SKU>/<stem>_matte.png"),
-    model: str = typer.Option(zoo.DEFAULT_MODEL, "--model", "-m", help="Zoo name (see `cvmatte models`) or an ONNX file with its spec JSON."),
+    model: str = typer.Option(zoo.DEFAULT_MODEL, "--model", "-m", help="Zoo name (see `cvmatte models`) or an ONNX file "
+                              "with its spec JSON."),
     backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime (ONNX files), torch (CV-UNet and U²-Net-p .pt "
                                 "checkpoints, and u2netp itself; eager or CUDA graphs) or tensorrt (engines built on this GPU)."),
     precision: str = typer.Option("fp32", "--precision", help="torch backend: fp32 or fp16 (CUDA only)."),
@@ -166,14 +167,23 @@ def export(
     except (CvmatteError, ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2)
-    console.print(f"wrote {', '.join(str(p) for p in report.files.values())}; parity {'passed' if report.passed else 'FAILED'}")
-    raise typer.Exit(0 if report.passed else 1)
+    console.print(f"wrote {', '.join(str(p) for p in report.files.values())}; parity {'passed' if report.passed else 'FAILED'}",
+                  markup=False)
+    for precision, why in report.skipped.items():
+        console.print(f"not written: {precision} ({why})", markup=False)
+    raise typer.Exit(0 if report.passed and not report.skipped else 1)
 
 
 @app.command()
 def distill(
     teacher: str = typer.Option(zoo.DEFAULT_MODEL, "--teacher", help="Zoo name or ONNX file of the teacher."),
-    student: str = typer.Option("cvunet-s", "--student", help="CV-UNet preset (see `cvmatte models`)."),
+    student: str = typer.Option("cvunet-s", "--student", help="CV-UNet preset (see `cvmatte models`; random weights), "
+                                "or a model whose weights to start from (zoo name such as u2netp, .onnx, .pt)."),
+    name: Optional[str] = typer.Option(None, "--name", help="The trained model's name (default: the preset, or "
+                                       "<student>-distilled)."),
+    prune: Optional[float] = typer.Option(None, "--prune", min=0.01, max=0.99,
+                                          help="Prune the starting model to this share of its FLOPs first (e.g. 0.33)."),
+    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (from scratch 2e-3; trained U²-Net-p weights 3e-5: BN-folded, they break at 1e-4)."),
     data: List[Path] = typer.Option(..., "--data", help="Folder(s) of photos; the teacher labels them, except those "
                                     "with an X.alpha.png beside them (ground truth)."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: checkpoints, labels, metrics, the exported ONNX."),
@@ -184,23 +194,29 @@ def distill(
                                              help="The student's input size in its spec and evaluation (default: --size)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     eval_every: int = typer.Option(50, "--eval-every", min=1),
-    synthetic: int = typer.Option(24, "--synthetic", min=0, help="Synthetic composites with exact alpha added."),
+    synthetic: int = typer.Option(0, "--synthetic", min=0, help="Procedural composites with exact alpha added (textured "
+                                  "with the demo photos, which evaluations hold out)."),
+    whole_share: float = typer.Option(0.5, "--whole-share", min=0.0, max=1.0,
+                                      help="Share of samples seen whole (stretched, as the coarse pass sees them), not cropped."),
     photo_share: float = typer.Option(0.5, "--photo-share", min=0.0, max=1.0,
                                       help="Share of each batch drawn from the teacher-labelled photos."),
+    select: str = typer.Option("best", "--select", help="Export the best held-out checkpoint, or the last (fine-tunes)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (mixed precision on cuda)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN/last.pt."),
 ):
-    """Distil a teacher into a CV-UNet student, resumable, exported to ONNX at the end."""
+    """Distil a teacher into a student (a CV-UNet, or a fine-tuned or pruned copy of a trained model),
+    resumable, exported to ONNX at the end."""
     try:
         from .distill.trainer import DistillConfig, distill as run_distill
     except ImportError as e:
         console.print(f"[red]error:[/] distillation needs torch ({e}): pip install 'cvmatte[torch]'")
         raise typer.Exit(2)
     try:
-        cfg = DistillConfig(teacher=teacher, student=student, data=[str(d) for d in data], out=str(out), steps=steps,
-                            minutes=minutes, size=size, infer_size=infer_size, batch_size=batch_size, eval_every=eval_every,
-                            synthetic=synthetic, photo_share=photo_share, seed=seed, device=device)
+        cfg = DistillConfig(teacher=teacher, student=student, name=name, prune=prune, data=[str(d) for d in data],
+                            out=str(out), steps=steps, minutes=minutes, size=size, infer_size=infer_size,
+                            batch_size=batch_size, lr=lr, eval_every=eval_every, synthetic=synthetic,
+                            photo_share=photo_share, whole_share=whole_share, select=select, seed=seed, device=device)
         result = run_distill(cfg, resume=resume, log=lambda m: console.print(m))
     except (CvmatteError, ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/] {e}")
@@ -255,7 +271,7 @@ def samples(dest: Path = typer.Argument(Path("demo"), help="Folder to write the 
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 opens it to the network."),
     port: int = typer.Option(8000, "--port"),
-    model: str = typer.Option(zoo.DEFAULT_MODEL, "--model", "-m"),
+    model: str = typer.Option(zoo.DEFAULT_MODEL, "--model", "-m", help="Zoo name or model file."),
     backend: str = typer.Option("onnxruntime", "--backend"),
     device: str = typer.Option("auto", "--device"),
     allow_cpu_fallback: bool = typer.Option(False, "--allow-cpu-fallback"),

@@ -32,7 +32,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from . import Matter
-from .engine import imageio
+from .engine import imageio, zoo
 from .engine.errors import ImageError, ImageTooLarge
 from .engine.outputs import OutputOptions, encode_outputs, parse_size, safe_name
 
@@ -108,7 +108,7 @@ class Settings:
 class Service:
     """The loaded models and the work; the HTTP layer (create_app) only translates."""
 
-    def __init__(self, model: str = "u2netp", device: str = "auto", backend: str = "onnxruntime", workers: int = 1,
+    def __init__(self, model: str = zoo.DEFAULT_MODEL, device: str = "auto", backend: str = "onnxruntime", workers: int = 1,
                  queue: int = 8, max_upload_mb: float = 25.0, max_megapixels: float = 40.0,
                  allow_cpu_fallback: bool = False, refiners: tuple[str, ...] = ("guided", "cvunet-refiner")):
         self.max_upload = int(max_upload_mb * 2 ** 20)

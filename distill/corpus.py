@@ -23,7 +23,7 @@ import numpy as np
 
 from cvmatte.engine.imageio import atomic_write_bytes, encode_png
 
-from .data import alpha_file, list_photos
+from .data import alpha_file, is_held_out, list_photos
 
 
 def photographic_cutouts(folders: list[Path], min_opaque: int = 5000, min_colour_share: float = 0.1) -> list[Path]:
@@ -104,14 +104,26 @@ def compose(cutout: np.ndarray, background: np.ndarray, rng: np.random.Generator
     return rgb, alpha
 
 
+def in_split(index: int, split: str, every: int) -> bool:
+    """The split of source files (cut-outs, backgrounds, photos) between the training corpus and
+    the held-out evaluation set: every `every`-th file of a sorted list is held out, so no cut-out
+    or backdrop of a held-out composite was ever seen in training."""
+    if split == "all":
+        return True
+    held = every > 0 and is_held_out(index, 1 / every)
+    return held if split == "heldout" else not held
+
+
 def build_corpus(cutouts: list[Path], backgrounds: list[Path], photos: list[Path], count: int, out: Path,
-                 seed: int = 0, max_side: int = 1280, log=print) -> dict:
-    """Write `count` composites and copies of the real photos (longer side capped) into out/."""
+                 seed: int = 0, max_side: int = 1280, split: str = "all", every: int = 5, log=print) -> dict:
+    """Write `count` composites and copies of the real photos (longer side capped) into out/, from
+    the source files of `split` ("train", "heldout" or "all"; see in_split)."""
     out = Path(out)
     (out / "composites").mkdir(parents=True, exist_ok=True)
     (out / "photos").mkdir(parents=True, exist_ok=True)
-    cut_paths = photographic_cutouts(cutouts)
-    bgs = load_backgrounds(backgrounds, max_side)
+    cut_paths = [p for i, p in enumerate(photographic_cutouts(cutouts)) if in_split(i, split, every)]
+    bg_paths = [p for i, p in enumerate(list_photos(backgrounds)) if in_split(i, split, every)]
+    bgs = [cv2.cvtColor(_cap(img, max_side), cv2.COLOR_BGR2RGB) for img in map(read_photo, bg_paths) if img is not None]
     if not cut_paths or not bgs:
         raise FileNotFoundError("need photographic RGBA cut-outs and background photos")
     rng = np.random.default_rng(seed)
@@ -124,8 +136,8 @@ def build_corpus(cutouts: list[Path], backgrounds: list[Path], photos: list[Path
         atomic_write_bytes(name, jpg.tobytes())
         atomic_write_bytes(alpha_file(name), encode_png(np.clip(alpha * 255 + 0.5, 0, 255).astype(np.uint8)))
     n_photos = 0
-    for p in list_photos(photos) if photos else []:
-        img = read_photo(p)
+    for i, p in enumerate(list_photos(photos) if photos else []):
+        img = read_photo(p) if in_split(i, split, every) else None
         if img is None:
             continue
         dest = out / "photos" / f"{p.parent.name}_{p.stem}.jpg"
@@ -171,9 +183,13 @@ def main(argv=None):
     ap.add_argument("--photos", type=Path, nargs="*", default=[], help="folders of real photos to copy in")
     ap.add_argument("--count", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", choices=["all", "train", "heldout"], default="all",
+                    help="which source files to use: every --every-th of each list is held out")
+    ap.add_argument("--every", type=int, default=5)
     ap.add_argument("-o", "--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    build_corpus(args.cutouts, args.backgrounds, args.photos, args.count, args.out, args.seed)
+    build_corpus(args.cutouts, args.backgrounds, args.photos, args.count, args.out, args.seed, split=args.split,
+                 every=args.every)
 
 
 if __name__ == "__main__":

@@ -94,15 +94,19 @@ def synthetic(count: int, seed: int, megapixels: float = 0.3) -> list[Sample]:
     return out
 
 
-def augment(sample: Sample, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A random crop (60-100% of the shorter side) and flip, resized to size x size; image and
-    alpha get the very same geometry."""
+def augment(sample: Sample, size: int, rng: np.random.Generator, whole_share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """With probability whole_share the whole image stretched to size x size (as the engine's
+    coarse pass sees it), else a random square crop (60-100% of the shorter side) resized to
+    size x size; then a random flip. Image and alpha get the very same geometry."""
     h, w = sample.alpha.shape
-    side = int(min(h, w) * rng.uniform(0.6, 1.0))
-    y = int(rng.integers(0, h - side + 1))
-    x = int(rng.integers(0, w - side + 1))
-    rgb = cv2.resize(sample.rgb[y:y + side, x:x + side], (size, size), interpolation=cv2.INTER_AREA)
-    alpha = cv2.resize(sample.alpha[y:y + side, x:x + side], (size, size), interpolation=cv2.INTER_AREA)
+    if rng.random() < whole_share:
+        y, x, sh, sw = 0, 0, h, w
+    else:
+        sh = sw = int(min(h, w) * rng.uniform(0.6, 1.0))
+        y = int(rng.integers(0, h - sh + 1))
+        x = int(rng.integers(0, w - sw + 1))
+    rgb = cv2.resize(sample.rgb[y:y + sh, x:x + sw], (size, size), interpolation=cv2.INTER_AREA)
+    alpha = cv2.resize(sample.alpha[y:y + sh, x:x + sw], (size, size), interpolation=cv2.INTER_AREA)
     if rng.random() < 0.5:
         rgb, alpha = rgb[:, ::-1], alpha[:, ::-1]
     return np.ascontiguousarray(rgb), np.ascontiguousarray(alpha)

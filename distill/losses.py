@@ -56,3 +56,11 @@ def matting_loss(pred, target, weight=None, w_l1=1.0, w_grad=1.0, w_lap=1.0):
              "lap": laplacian_loss(pred, target)}
     total = w_l1 * parts["l1"] + w_grad * parts["grad"] + w_lap * parts["lap"]
     return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def deep_supervision_loss(fused_logit, side_logits, target):
+    """U²-Net's own training loss (Qin et al. 2020): binary cross-entropy on the fused map and on
+    every side output, taken on logits so that a saturated output still gets a gradient (an L1 on
+    sigmoids of a freshly pruned network's very negative logits has none, and it stays at zero)."""
+    bce = F.binary_cross_entropy_with_logits
+    return bce(fused_logit, target) + sum(bce(s, target) for s in side_logits) / len(side_logits)

@@ -1,4 +1,10 @@
-"""The resumable distillation trainer: a CV-UNet student learns a teacher's alpha.
+"""The resumable distillation trainer: a student learns a teacher's alpha on real photos and the
+exact alpha of composites.
+
+The student is a CV-UNet preset trained from scratch (for a GPU), or a model whose trained weights
+it starts from (`u2netp`, a checkpoint): with the stock teacher labelling the photos that is a
+fine-tune that keeps the teacher's saliency while the composites teach opaque products and clean
+backdrops; with `prune` it is first pruned to a FLOP budget (distill/prune.py) and then distilled.
 
 Each run lives in one folder: labels/ (the teacher's alphas, cached), last.pt (written atomically
 every eval_every steps, with the optimizer state and the step), best.pt (best held-out score),
@@ -8,6 +14,7 @@ continues from last.pt with --resume.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,13 +29,24 @@ from cvmatte.engine.spec import ModelSpec
 
 from . import data, losses
 from cvmatte.engine.nets.checkpoint import load_checkpoint, load_optimizer_state, save_checkpoint
-from cvmatte.engine.nets.cvunet import PRESETS, build, count_flops
+from cvmatte.engine.nets.cvunet import PRESETS, CVUNet, build
+
+from .prune import conv_flops, prune_to_flops
 
 
 @dataclass
 class DistillConfig:
     teacher: str
+    #: A CV-UNet preset (random weights) or a model to start from (zoo name, .onnx, .pt).
     student: str = "cvunet-s"
+    #: The trained model's name (its ONNX file and spec); default: the preset, or "<student>-distilled".
+    name: str | None = None
+    #: Prune the starting model to this share of its FLOPs (at its own input size; a smaller
+    #: infer_size counts) before training (e.g. 0.33).
+    prune: float | None = None
+    #: Layers no wider than this keep all their channels when pruning (u2netp's 16-channel inner
+    #: layers: halving them broke the network beyond repair in an hour).
+    prune_min_channels: int = 16
     data: list[str] = field(default_factory=list)
     out: str = "runs/distill"
     steps: int | None = None
@@ -38,15 +56,30 @@ class DistillConfig:
     batch_size: int = 8
     lr: float = 2e-3
     eval_every: int = 50
-    synthetic: int = 24
+    #: Procedural composites textured with the demo photos; 0 keeps those photos out of training.
+    synthetic: int = 0
     photo_share: float = 0.5
+    #: Share of samples seen whole, stretched to the input size as the engine's coarse pass sees
+    #: them; the rest are random crops.
+    whole_share: float = 0.5
+    #: Which checkpoint is exported: "best" (held-out score) or "last" (the end of the schedule,
+    #: for fine-tunes whose held-out score is measured against the model being changed).
+    select: str = "best"
     holdout: float = 0.2
     seed: int = 0
     device: str = "cpu"
 
     def __post_init__(self):
-        if self.student not in PRESETS:
-            raise ValueError(f"student must be one of {', '.join(PRESETS)}; got {self.student!r}")
+        if self.select not in ("best", "last"):
+            raise ValueError(f"select must be 'best' or 'last', got {self.select!r}")
+        if self.name is None:
+            self.name = self.student if self.student in PRESETS else f"{Path(self.student).stem}-distilled"
+        if self.prune is not None and not 0.0 < self.prune < 1.0:
+            raise ValueError(f"prune is the share of FLOPs to keep, in (0, 1); got {self.prune}")
+        if self.prune is not None and self.student in PRESETS:
+            raise ValueError("prune starts from trained weights: give a model as the student, not a preset")
+        if self.prune is not None and importlib.util.find_spec("torch_pruning") is None:
+            raise ValueError("pruning needs torch-pruning: pip install 'cvmatte[distill]'")
         if self.steps is None and self.minutes is None:
             raise ValueError("give steps or minutes")
         if not 0.0 <= self.photo_share <= 1.0:
@@ -92,10 +125,44 @@ def evaluate(model, samples: list[data.Sample], spec: ModelSpec, size: int, devi
     out = {}
     for kind, r in rows.items():
         if r:
-            a = np.asarray(r).mean(axis=0)
-            out.update({f"{kind}_sad": a[0], f"{kind}_mse": a[1], f"{kind}_grad": a[2], f"{kind}_iou": a[3]})
-    out["score"] = float(np.mean([v for k, v in out.items() if k.endswith("_sad")]))
+            a = np.asarray(r)
+            mean = a.mean(axis=0)
+            out.update({f"{kind}_sad": mean[0], f"{kind}_mse": mean[1], f"{kind}_grad": mean[2], f"{kind}_iou": mean[3],
+                        f"{kind}_sad_median": np.median(a[:, 0])})
+    # Medians: a photo with no clear subject (a wallpaper) has a teacher alpha near 0.5 everywhere,
+    # which swings with any change of the weights and would otherwise decide the mean alone.
+    out["score"] = float(np.mean([v for k, v in out.items() if k.endswith("_sad_median")]))
     return {k: float(v) for k, v in out.items()}
+
+
+def _start(cfg: DistillConfig) -> tuple[torch.nn.Module, str, ModelSpec | None]:
+    """The module training starts from, a line saying where it came from, and the spec of the
+    trained model it copies (None for a preset's random weights). Checked before any labelling:
+    only networks cvmatte can checkpoint (CV-UNet, U²-Net-p) can be trained."""
+    if cfg.student in PRESETS:
+        return build(cfg.student), f"CV-UNet {cfg.student}, random weights", None
+    from cvmatte.engine.nets.u2net import U2NetP
+
+    from .teacher import torch_teacher
+
+    module, start = torch_teacher(cfg.student)
+    if not isinstance(module, (U2NetP, CVUNet)):
+        raise ValueError(f"{cfg.student}: only a CV-UNet or a U²-Net-p can be trained here (a converted graph "
+                         "cannot be checkpointed); fine-tune it through its own training code")
+    origin = f"started from the weights of {start.name}" + (f" (sha256 {start.sha256[:12]})" if start.sha256 else "")
+    return module, origin, start
+
+
+def _pruned(cfg: DistillConfig, module, start: ModelSpec, calibration: list[data.Sample], log):
+    """The starting module pruned to cfg.prune of its FLOPs at its own input size when run at
+    cfg.infer_size, then re-fitted layer by layer to its outputs on (up to 16 of) `calibration`
+    (prune.reconstruct), so that training starts from a working network."""
+    images = torch.from_numpy(np.stack([normalize(data.whole(s, cfg.infer_size)[0], start)
+                                        for s in calibration[:16]]))
+    module = prune_to_flops(module, (cfg.infer_size, cfg.infer_size), cfg.prune, min_channels=cfg.prune_min_channels,
+                            reference_flops=conv_flops(module, start.input_size), images=images, log=log)
+    return module, (f", pruned to at most {cfg.prune:.0%} of its FLOPs at {start.input_size[0]}x"
+                    f"{start.input_size[1]} when run at {cfg.infer_size}x{cfg.infer_size}")
 
 
 def distill(cfg: DistillConfig, resume: bool = False, log=print, progress: bool = True) -> dict:
@@ -107,6 +174,9 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print, progress: bool 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = torch.device(cfg.device)
+    resuming = resume and (out / "last.pt").is_file()
+    if not resuming:
+        model, origin, start_spec = _start(cfg)
     teacher = Matter(cfg.teacher, device="cpu")
     photos = data.list_photos([Path(d) for d in cfg.data])
     labelled = data.teacher_labels(teacher, photos, out / "labels", log)
@@ -123,24 +193,32 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print, progress: bool 
     n_photo = cfg.batch_size if not train_exact else 0 if not train_photos else \
         int(round(cfg.batch_size * cfg.photo_share))
 
-    spec = ModelSpec(name=cfg.student, input_size=(cfg.infer_size, cfg.infer_size), input_name="image", output_name="alpha",
-                     mean=teacher.spec.mean, std=teacher.spec.std, dynamic_batch=True, dynamic_hw=True,
-                     source=f"distilled from {teacher.spec.name} (sha256 {teacher.spec.sha256[:12]}) by cvmatte distill",
-                     notes=f"trained on {cfg.size}x{cfg.size} crops; config {json.dumps(asdict(cfg))}")
-    # channels_last: 17% faster training steps on this CPU (NOTES.md), and the layout cuDNN prefers.
-    model = build(cfg.student).to(device, memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    step, best, elapsed_before = 0, float("inf"), 0.0
-    if resume and (out / "last.pt").is_file():
-        model, _, state = load_checkpoint(out / "last.pt")
-        model = model.to(device, memory_format=torch.channels_last).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-        opt.load_state_dict(load_optimizer_state(out / "last.pt"))
+    opt_state, step, best, elapsed_before = None, 0, float("inf"), 0.0
+    if resuming:
+        # The checkpoint holds the pruned architecture and the spec: nothing is pruned again.
+        model, spec, state = load_checkpoint(out / "last.pt")
+        opt_state = load_optimizer_state(out / "last.pt")
         step, best, elapsed_before = state["step"], state["best"], state["elapsed_s"]
         rng = np.random.default_rng([cfg.seed, step])
         log(f"resumed from {out / 'last.pt'} at step {step}")
-    log(f"student {cfg.student}: {count_flops(model, (cfg.size, cfg.size)) / 1e9:.2f} GFLOP at {cfg.size}²; "
-        f"{len(train_photos)} teacher-labelled and {len(train_exact)} exact training samples "
+    else:
+        # A trained starting model keeps its own normalisation; a preset learns the teacher's.
+        norm = start_spec or teacher.spec
+        if cfg.prune is not None:
+            model, how = _pruned(cfg, model, norm, train_photos + train_exact, log)
+            origin += how
+        spec = ModelSpec(name=cfg.name, input_size=(cfg.infer_size, cfg.infer_size), input_name="image",
+                         output_name="alpha", mean=norm.mean, std=norm.std, dynamic_batch=True, dynamic_hw=True,
+                         source=f"{origin}; the teacher labelling the photos: {teacher.spec.name} (sha256 "
+                         f"{teacher.spec.sha256[:12]}); trained by cvmatte distill",
+                         notes=f"trained on {cfg.size}x{cfg.size} inputs; config {json.dumps(asdict(cfg))}")
+    # channels_last: 17% faster training steps on this CPU (NOTES.md), and the layout cuDNN prefers.
+    model = model.to(device, memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    log(f"student {cfg.name} ({spec.source.split(';')[0]}): {conv_flops(model, (cfg.size, cfg.size)) / 1e9:.2f} GFLOP "
+        f"at {cfg.size}²; {len(train_photos)} teacher-labelled and {len(train_exact)} exact training samples "
         f"({n_photo} of {cfg.batch_size} per batch teacher-labelled), {len(held)} held out")
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -154,6 +232,23 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print, progress: bool 
 
     from rich.progress import Progress
 
+    def checkpoint(loss, parts):
+        nonlocal best
+        scores = evaluate(model, held, spec, cfg.infer_size, device)
+        elapsed = elapsed_before + time.perf_counter() - start
+        if scores["score"] < best:
+            best = scores["score"]
+            save_checkpoint(out / "best.pt", model, spec, {"step": step, **scores})
+        save_checkpoint(out / "last.pt", model, spec, {"step": step, "best": best, "elapsed_s": elapsed},
+                        opt.state_dict())
+        # After the checkpoint: a kill in between never leaves a row the resumed run repeats.
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, "loss": loss, **parts, **scores, "elapsed_s": elapsed}) + "\n")
+        log(f"step {step}: " + ("" if loss is None else f"loss {loss:.4f}, ") + "held-out " +
+            ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+
+    if not resuming:
+        checkpoint(None, {})  # the starting point: "best" is never worse than where training began
     model.train()
     images = 0
     with Progress(console=None, disable=not progress, transient=True) as bar:
@@ -162,16 +257,24 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print, progress: bool 
         while not done():
             picks = [train_photos[int(i)] for i in rng.integers(0, max(1, len(train_photos)), n_photo)] + \
                 [train_exact[int(i)] for i in rng.integers(0, max(1, len(train_exact)), cfg.batch_size - n_photo)]
-            batch = [data.augment(s, cfg.size, rng) for s in picks]
+            batch = [data.augment(s, cfg.size, rng, cfg.whole_share) for s in picks]
             x, y = _tensor(batch, spec, device)
             x = x.contiguous(memory_format=torch.channels_last)
             for group in opt.param_groups:
                 group["lr"] = scheduled_lr(cfg.lr, progress_fraction())
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                pred = model(x)
+                outs = model.logits(x) if hasattr(model, "logits") else (None, None)
+                pred = torch.sigmoid(outs[0]) if outs[0] is not None else model(x)
             loss, parts = losses.matting_loss(pred.float(), y)
+            if outs[0] is not None:
+                parts["bce"] = losses.deep_supervision_loss(outs[0].float(), [s.float() for s in outs[1]], y)
+                loss = loss + parts["bce"]
+                parts["bce"] = float(parts["bce"].detach())
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            # A bounded step: one odd batch cannot throw a trained network out of its basin.
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             scaler.step(opt)
             scaler.update()
             step += 1
@@ -179,19 +282,11 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print, progress: bool 
             rate = images / max(1e-9, time.perf_counter() - start)
             bar.update(task, completed=step, description=f"step {step} loss {loss.item():.4f} {rate:.1f} img/s")
             if step % cfg.eval_every == 0 or done():
-                scores = evaluate(model, held, spec, cfg.infer_size, device)
-                elapsed = elapsed_before + time.perf_counter() - start
-                if scores["score"] < best:
-                    best = scores["score"]
-                    save_checkpoint(out / "best.pt", model, spec, {"step": step, **scores})
-                save_checkpoint(out / "last.pt", model, spec, {"step": step, "best": best, "elapsed_s": elapsed},
-                                opt.state_dict())
-                # After the checkpoint: a kill in between never leaves a row the resumed run repeats.
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps({"step": step, "loss": loss.item(), **parts, **scores, "elapsed_s": elapsed}) + "\n")
-                log(f"step {step}: loss {loss.item():.4f}, held-out " +
-                    ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-    best_model, best_spec, best_state = load_checkpoint(out / "best.pt")
-    onnx_spec = export_module(best_model, best_spec, out / f"{cfg.student}.onnx")
-    log(f"best step {best_state['step']} exported to {out / (cfg.student + '.onnx')}")
-    return {"step": step, "best": best_state, "onnx": str(out / f"{cfg.student}.onnx"), "spec": onnx_spec}
+                checkpoint(loss.item(), parts)
+    best_model, best_spec, best_state = load_checkpoint(out / f"{cfg.select}.pt")
+    onnx_spec = export_module(best_model, best_spec, out / f"{cfg.name}.onnx")
+    log(f"{cfg.select} step {best_state['step']} exported to {out / (cfg.name + '.onnx')}")
+    if best_state["step"] == 0:
+        log("warning: no step beat the starting model on the held-out split; what was exported is the start "
+            "(for a fine-tune scored against its own teacher, --select last)")
+    return {"step": step, "best": best_state, "onnx": str(out / f"{cfg.name}.onnx"), "spec": onnx_spec}

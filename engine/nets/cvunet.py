@@ -169,9 +169,10 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_flops(model: nn.Module, size: tuple[int, int] = (512, 512)) -> float:
+def count_flops(model: nn.Module, size: tuple[int, int] = (512, 512), in_channels: int | None = None) -> float:
     """FLOPs (2 x multiply-adds) of convolutions for one image of `size`, counted with hooks on a
-    real forward pass (so the count follows the actual shapes)."""
+    real forward pass (so the count follows the actual shapes); any module (a CV-UNet, a pruned
+    U²-Net-p). in_channels: default the CV-UNet config's, else 3."""
     total = 0
 
     def hook(module, inputs, output):
@@ -184,7 +185,7 @@ def count_flops(model: nn.Module, size: tuple[int, int] = (512, 512)) -> float:
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, model.config.in_channels, *size))
+            model(torch.zeros(1, in_channels or getattr(getattr(model, "config", None), "in_channels", 3), *size))
         model.train(was_training)
     finally:
         for h in handles:

@@ -83,7 +83,9 @@ class U2NetP(nn.Module):
         self.side = nn.ModuleList([nn.Conv2d(out, 1, 3, padding=1) for _ in range(6)])
         self.fuse = nn.Conv2d(6, 1, 1)
 
-    def forward(self, x):
+    def logits(self, x) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The fused logit [N, 1, H, W] and the six side logits (d1..d6) at the input's size:
+        what training needs, since a loss on saturated sigmoids has no gradient left."""
         skips, hx = [], x
         for i, stage in enumerate(self.encoder):
             hx = stage(_pool(hx) if i else hx)
@@ -95,7 +97,10 @@ class U2NetP(nn.Module):
         # dec: stage 6 output, then decoder stages 5d..1d; side k reads the stage at stride 2^(k-1).
         full = dec[-1]
         sides = [self.side[0](full)] + [_up(self.side[k](dec[-1 - k]), full) for k in range(1, 6)]
-        fused = self.fuse(torch.cat(sides, 1))
+        return self.fuse(torch.cat(sides, 1)), sides
+
+    def forward(self, x):
+        fused, sides = self.logits(x)
         if self.side_outputs:
             return [torch.sigmoid(s) for s in [fused, *sides]]
         return torch.sigmoid(fused)
