@@ -200,6 +200,8 @@ def distill(
                                       help="Share of samples seen whole (stretched, as the coarse pass sees them), not cropped."),
     photo_share: float = typer.Option(0.5, "--photo-share", min=0.0, max=1.0,
                                       help="Share of each batch drawn from the teacher-labelled photos."),
+    deep_supervision: bool = typer.Option(False, "--deep-supervision", help="U²-Net-p students: add its BCE on the fused "
+                                          "and side logits (off: it hurt the product fine-tune)."),
     select: str = typer.Option("best", "--select", help="Export the best held-out checkpoint, or the last (fine-tunes)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (mixed precision on cuda)."),
@@ -216,7 +218,8 @@ def distill(
         cfg = DistillConfig(teacher=teacher, student=student, name=name, prune=prune, data=[str(d) for d in data],
                             out=str(out), steps=steps, minutes=minutes, size=size, infer_size=infer_size,
                             batch_size=batch_size, lr=lr, eval_every=eval_every, synthetic=synthetic,
-                            photo_share=photo_share, whole_share=whole_share, select=select, seed=seed, device=device)
+                            photo_share=photo_share, whole_share=whole_share, deep_supervision=deep_supervision,
+                            select=select, seed=seed, device=device)
         result = run_distill(cfg, resume=resume, log=lambda m: console.print(m))
     except (CvmatteError, ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/] {e}")

@@ -65,6 +65,10 @@ class DistillConfig:
     #: Which checkpoint is exported: "best" (held-out score) or "last" (the end of the schedule,
     #: for fine-tunes whose held-out score is measured against the model being changed).
     select: str = "best"
+    #: U²-Net-p's own BCE on the fused and side logits, added to the matting losses. Off by default:
+    #: it made the product fine-tune worse on held-out composites (SAD +11% against stock u2netp,
+    #: the run without it -17.6%; benchmarks/NOTES.md).
+    deep_supervision: bool = False
     holdout: float = 0.2
     seed: int = 0
     device: str = "cpu"
@@ -263,7 +267,7 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print, progress: bool 
             for group in opt.param_groups:
                 group["lr"] = scheduled_lr(cfg.lr, progress_fraction())
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                outs = model.logits(x) if hasattr(model, "logits") else (None, None)
+                outs = model.logits(x) if cfg.deep_supervision and hasattr(model, "logits") else (None, None)
                 pred = torch.sigmoid(outs[0]) if outs[0] is not None else model(x)
             loss, parts = losses.matting_loss(pred.float(), y)
             if outs[0] is not None:

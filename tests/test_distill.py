@@ -107,7 +107,7 @@ def test_pruning_to_a_third_then_refitting_brings_the_subject_back():
     def mean_iou(a):
         return np.mean([metrics.iou(a[i, 0].numpy(), reference[i, 0].numpy()) for i in range(len(a))])
 
-    assert mean_iou(after) > mean_iou(before) + 0.1, (mean_iou(before), mean_iou(after))
+    assert mean_iou(after) > max(0.45, mean_iou(before) + 0.1), (mean_iou(before), mean_iou(after))
     assert "re-fitted 119 convolutions" in said[0]
 
 
