@@ -103,7 +103,7 @@ def _remaining(convs: list[str], excluded: list[str]) -> list[str]:
     kept = [c for c in convs if c not in excluded]
     if not kept:  # an empty list would mean "quantize everything" to onnxruntime
         raise ModelError("INT8 within tolerance would leave every convolution in float: this model "
-                         "does not quantize; ship FP16 instead")
+                         "does not quantize within the INT8 tolerance")
     return kept
 
 
@@ -212,7 +212,7 @@ def to_int8(src: Path, dst: Path, spec: ModelSpec, calib: list[Path], check_imag
             dst.unlink(missing_ok=True)
             raise ModelError(f"INT8 stays outside the tolerance with {len(excluded)} of {len(convs)} convolutions in "
                              f"float ({'; '.join(judge('int8', 'fp32', result, tol)['failures'])}): this model does "
-                             "not quantize; ship FP16 instead")
+                             "not quantize within the INT8 tolerance")
         log(f"INT8: {len(convs) - len(excluded)} of {len(convs)} convolutions quantized "
             f"(kept in float: {', '.join(excluded) or 'none'}; {trials} trials); vs FP32 mean |diff| "
             f"{result['mean_abs']:.4f}, IoU {result['iou']:.4f}")
