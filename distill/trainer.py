@@ -266,14 +266,14 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print, progress: bool 
             x = x.contiguous(memory_format=torch.channels_last)
             for group in opt.param_groups:
                 group["lr"] = scheduled_lr(cfg.lr, progress_fraction())
+            supervise_sides = cfg.deep_supervision and hasattr(model, "logits")  # U²-Net-p only
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                outs = model.logits(x) if cfg.deep_supervision and hasattr(model, "logits") else (None, None)
-                pred = torch.sigmoid(outs[0]) if outs[0] is not None else model(x)
+                fused, sides = model.logits(x) if supervise_sides else (None, None)
+                pred = torch.sigmoid(fused) if supervise_sides else model(x)
             loss, parts = losses.matting_loss(pred.float(), y)
-            if outs[0] is not None:
-                parts["bce"] = losses.deep_supervision_loss(outs[0].float(), [s.float() for s in outs[1]], y)
-                loss = loss + parts["bce"]
-                parts["bce"] = float(parts["bce"].detach())
+            if supervise_sides:
+                bce = losses.deep_supervision_loss(fused.float(), [s.float() for s in sides], y)
+                loss, parts["bce"] = loss + bce, float(bce.detach())
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             # A bounded step: one odd batch cannot throw a trained network out of its basin.

@@ -105,7 +105,7 @@ def export(model: str | Path, out_dir: str | Path, precisions=("fp32",), calib_d
 
 def _finish(out_dir: Path, report: ExportReport, trt: bool, log) -> ExportReport:
     if trt:
-        from .tensorrt_build import build_engine
+        from cvmatte.engine.tensorrt_build import build_engine
 
         for precision, path in list(report.files.items()):
             engine = out_dir / f"{path.stem}.engine"
@@ -131,7 +131,7 @@ def _demo_images(out_dir: Path) -> list[Path]:
 
 def write_bundle_readme(out_dir: Path, report: ExportReport) -> None:
     """The edge bundle: these files plus the exact commands to build engines on the device."""
-    from .tensorrt_build import trtexec_command
+    from cvmatte.engine.tensorrt_build import trtexec_command
 
     lines = ["# Edge bundle", "",
              "TensorRT engines are tied to one GPU and one TensorRT version: build them on the target from these",

@@ -59,7 +59,7 @@ class TensorRTBackend(DeviceSlots):
     on_gpu = True
 
     def __init__(self, model: ResolvedModel, max_batch: int = 8):
-        from cvmatte.export.tensorrt_build import build_engine, check_engine_compatible, load_engine_meta
+        from ..tensorrt_build import build_engine, check_engine_compatible, load_engine_meta
 
         trt = _import_tensorrt()
         self.spec = model.spec

@@ -15,9 +15,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cvmatte.engine.errors import DeviceError
-from cvmatte.engine.imageio import atomic_write_bytes
-from cvmatte.engine.spec import ModelSpec
+from .errors import DeviceError
+from .imageio import atomic_write_bytes
+from .spec import ModelSpec
 
 
 @dataclass(frozen=True)
