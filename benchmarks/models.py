@@ -38,16 +38,14 @@ import numpy as np
 from cvmatte import Matter
 from cvmatte.benchmarks.samples import write_demo_photos
 from cvmatte.benchmarks.suite import RESULTS, machine_info, machine_slug
+from cvmatte.distill.data import ALPHA_SUFFIX, alpha_file
 from cvmatte.engine import metrics
-from cvmatte.engine.imageio import read_image
+from cvmatte.engine.imageio import IMAGE_SUFFIXES, read_image
 from cvmatte.engine.onnx_graph import conv_flops
 from cvmatte.engine.preprocess import coarse_input
 
-ALPHA_SUFFIX = ".alpha.png"
-
-
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
                   and not p.name.endswith(ALPHA_SUFFIX))
 
 
@@ -58,7 +56,7 @@ def held_out(heldout: Path, work: Path) -> tuple[list[Path], list[Path]]:
     for d, script in ((photos_dir, "scripts/heldout_photos.sh"), (comps_dir, "scripts/training_corpus.sh")):
         if not d.is_dir() or not _images(d):
             raise FileNotFoundError(f"{d}: no held-out images; make them with `bash {script}`")
-    missing = [p.name for p in _images(comps_dir) if not p.with_name(p.stem + ALPHA_SUFFIX).is_file()]
+    missing = [p.name for p in _images(comps_dir) if not alpha_file(p).is_file()]
     if missing:
         raise FileNotFoundError(f"{comps_dir}: no exact alpha ({ALPHA_SUFFIX}) beside {', '.join(missing[:5])}")
     photos = work / "photos"
@@ -172,7 +170,7 @@ def evaluate(models: list[str], heldout: Path, repeats: int, runs: int, out: Pat
         comp_rgb, comp_alphas = [], {n: [] for n in names}
         for p in composites:
             rgb = read_image(p).rgb
-            gt = cv2.imread(str(p.with_name(p.stem + ALPHA_SUFFIX)), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+            gt = cv2.imread(str(alpha_file(p)), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
             comp_rgb.append(rgb)
             for n, m in matters.items():
                 a = m.matte(rgb).alpha
