@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cvmatte.benchmarks.samples import PHOTOS, load_photo
+from cvmatte.samples import PHOTOS, load_photo
 from cvmatte.engine import preprocess, zoo
 from cvmatte.engine.backends import create_backend
 from cvmatte.engine.batching import DynamicBatcher

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cvmatte import Matter
-from cvmatte.benchmarks.samples import SCENES, make_composite
+from cvmatte.samples import SCENES, make_composite
 from cvmatte.engine import metrics, zoo
 
 
@@ -44,7 +44,7 @@ def main(argv=None):
             results = {}
             for name, m in matters.items():
                 t0 = time.perf_counter()
-                results[name] = (m.engine.matte(c.rgb), time.perf_counter() - t0)
+                results[name] = (m.matte(c.rgb), time.perf_counter() - t0)
             first = next(iter(results.values()))[0]
             band = first.band if first.band is not None else edge
             alphas = [("coarse, upsampled", first.coarse, 0.0, 0)]

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from cvmatte import Matter
-from cvmatte.benchmarks.samples import SCENES, make_composite, write_demo_photos
+from cvmatte.samples import SCENES, make_composite, write_demo_photos
 from cvmatte.engine import metrics, zoo
+from cvmatte.engine.spec import ResolvedModel
 from cvmatte.export import parity
 from cvmatte.export.onnx_passes import clean, to_int8
 
@@ -36,7 +37,7 @@ def main(argv=None):
         tmp = Path(tmp)
         source = zoo.resolve("u2netp")
         fp32_path = tmp / "u2netp.fp32.onnx"
-        fp32 = zoo.ResolvedModel(fp32_path, clean(source.path, fp32_path, source.spec))
+        fp32 = ResolvedModel(fp32_path, clean(source.path, fp32_path, source.spec))
         calib = write_demo_photos(tmp / "calib")
         check = parity.load_images(calib)
         tol = parity.TOLERANCES["int8"]
@@ -44,7 +45,7 @@ def main(argv=None):
         for name, symmetric in (("int8 (TensorRT)", True), ("int8 (uint8 acts)", False)):
             path = tmp / f"u2netp.{'sym' if symmetric else 'asym'}.onnx"
             spec = to_int8(fp32_path, path, fp32.spec, calib, check, tol, symmetric=symmetric)
-            models[name] = zoo.ResolvedModel(path, spec)
+            models[name] = ResolvedModel(path, spec)
 
         matters = {name: Matter(m.path, device="cpu", despill=0.0) for name, m in models.items()}
         x = np.random.default_rng(0).normal(size=(1, 3, 320, 320)).astype(np.float32)

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from cvmatte import Matter
-from cvmatte.benchmarks.samples import write_demo_photos
+from cvmatte.samples import write_demo_photos
 from cvmatte.benchmarks.suite import RESULTS, machine_info, machine_slug
 from cvmatte.distill.data import ALPHA_SUFFIX, alpha_file
 from cvmatte.engine import metrics

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from cvmatte import Matter
-from cvmatte.benchmarks.samples import make_composite, write_demo_photos
+from cvmatte.samples import make_composite, write_demo_photos
 
 
 def make_catalog(folder: Path, composites: int, megapixels: float) -> list[Path]:

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from cvmatte import Matter
-from cvmatte.benchmarks.samples import write_demo_photos
+from cvmatte.samples import write_demo_photos
 from cvmatte.engine import metrics
 from cvmatte.engine.imageio import read_image
 from cvmatte.engine.onnx_graph import conv_flops

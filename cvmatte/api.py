@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -11,35 +13,39 @@ from PIL import Image
 
 from .engine import imageio, zoo
 from .engine.backends import create_backend
-from .engine.errors import ImageError, ModelError
 from .engine.batching import DynamicBatcher
-from .engine.catalog import CatalogOptions, CatalogReport, run_catalog
+from .engine.catalog import Row, RunReport, Runner, run_catalog
+from .engine.catalog.watch import watch_catalog
+from .engine.errors import ImageError, ModelError
 from .engine.matting import MatteResult, MattingEngine
-from .engine.outputs import OutputOptions, SkuResolver
-from .engine.pipeline import FileResult, RunReport, run_files
-from .engine.refiners import GuidedFilterRefiner, ModelRefiner, TileRefiner
+from .engine.outputs import DatedLayout, OutputSpec, SkuLayout, SkuResolver
 from .engine.quality import QualityThresholds
+from .engine.refiners import GuidedFilterRefiner, ModelRefiner, TileRefiner
 from .engine.settings import GPU_BATCH, MatteSettings
 from .engine.spec import sha256_file
-from .engine.templates import Template
 
-__all__ = ["Matter", "MatteResult", "MatteSettings"]
+__all__ = ["Matter", "MatteResult", "MatteSettings", "OutputSpec"]
 
 
 class Matter:
     """Load a model once, then cut out images.
 
-        m = Matter()                          # the default model (zoo.DEFAULT_MODEL), ONNX Runtime, best device
-        r = m.matte("shoe.jpg")               # r.alpha float32 [H, W] in [0, 1], r.rgba uint8 [H, W, 4]
-        report = m.matte_files(["photos/"], "outputs", white_bg=True)
+        with Matter() as m:                   # the default model (zoo.DEFAULT_MODEL), ONNX Runtime, best device
+            r = m.matte("shoe.jpg")           # r.alpha float32 [H, W] in [0, 1], r.rgba uint8 [H, W, 4]
+            m.matte_files(["photos/"], "outputs", background="white", canvas=(800, 800))
+            m.catalog(["catalog/"], "out", resume=True)
 
     model: a zoo name (`cvmatte models`), an ONNX file with its spec JSON beside it, a folder
     holding both, or (backend="torch") a CV-UNet checkpoint `.pt`. backend: "onnxruntime",
-    "torch" (precision "fp32"/"fp16" and cuda_graphs on CUDA) or "tensorrt". device: "auto", "cpu", "cuda" or "tensorrt"; a GPU device that cannot be used
-    raises DeviceError with the reason, unless allow_cpu_fallback=True.
-    refiner: what refines the tiles: "guided" (the model-free colour guided filter), a learned
-    refiner's zoo name or ONNX file (e.g. "cvunet-refiner"), or any TileRefiner object.
-    Any MatteSettings field may be given as a keyword (tile=False, despill=0.5, ...).
+    "torch" (precision "fp32"/"fp16" and cuda_graphs on CUDA) or "tensorrt". device: "auto",
+    "cpu", "cuda" or "tensorrt"; a GPU device that cannot be used raises DeviceError with the
+    reason, unless allow_cpu_fallback=True. refiner: what refines the tiles: "guided" (the
+    model-free colour guided filter), a learned refiner's zoo name or ONNX file (e.g.
+    "cvunet-refiner"), or any TileRefiner object. Any MatteSettings field may be given as a
+    keyword (tile=False, despill=0.5, ...).
+
+    The model runs behind one dynamic batcher, shared by every call and thread; close() (or the
+    with block) stops it.
     """
 
     def __init__(self, model: str | Path = zoo.DEFAULT_MODEL, backend: str = "onnxruntime", device: str = "auto",
@@ -60,24 +66,45 @@ class Matter:
             raise ModelError(f"{model}: takes {self.model.spec.in_channels} channels; a tile refiner is given "
                              "as refiner=, not as the model")
         gpu_options = dict(precision=precision, cuda_graphs=cuda_graphs) if backend == "torch" else {}
-        self.backend = create_backend(self.model, backend, device, threads, allow_cpu_fallback, **gpu_options)
+        self._make_backend = lambda resolved: create_backend(resolved, backend, device, threads, allow_cpu_fallback,
+                                                             **gpu_options)
+        self._cache_dir = cache_dir
+        self.backend = self._make_backend(self.model)
         if self.backend.on_gpu and settings is None:  # batches pay on a GPU only (see MatteSettings)
             gpu = {k: GPU_BATCH for k in ("batch_size", "tile_batch") if k not in setting_overrides}
             self.settings = dataclasses.replace(self.settings, **gpu)
-        if isinstance(refiner, (str, Path)):
-            guided = GuidedFilterRefiner(eps=self.settings.guided_eps,
-                                         radius_per_scale=self.settings.guided_radius_per_scale)
-            if str(refiner) == "guided":
-                refiner = guided
-            else:
-                resolved = zoo.resolve(refiner, cache_dir)
-                if resolved.spec.in_channels != 4:
-                    raise ModelError(f"{refiner}: not a tile refiner (takes {resolved.spec.in_channels} channels, "
-                                     "a refiner takes RGB + coarse alpha)")
-                refiner = ModelRefiner(create_backend(resolved, backend, device, threads, allow_cpu_fallback, **gpu_options),
-                                       resolved.spec, fallback=guided, batch_size=self.settings.tile_batch,
-                                       flush_ms=self.settings.flush_ms)
-        self.engine = MattingEngine(self.backend, self.model.spec, self.settings, refiner)
+        s = self.settings
+        self._refiners: dict[str, TileRefiner] = {
+            "guided": GuidedFilterRefiner(eps=s.guided_eps, radius_per_scale=s.guided_radius_per_scale)}
+        default = self.refiner(refiner) if isinstance(refiner, (str, Path)) else refiner
+        self.batcher = DynamicBatcher(self.backend, s.batch_size, s.ring_depth, s.flush_ms)
+        self.engine = MattingEngine(self.batcher, self.model.spec, s, default)
+
+    def refiner(self, name: str | Path) -> TileRefiner:
+        """A tile refiner by name ("guided", a zoo name or an ONNX file), loaded once and kept."""
+        key = str(name)
+        if key not in self._refiners:
+            resolved = zoo.resolve(name, self._cache_dir)
+            if resolved.spec.in_channels != 4:
+                raise ModelError(f"{name}: not a tile refiner (takes {resolved.spec.in_channels} channels, "
+                                 "a refiner takes RGB + coarse alpha)")
+            self._refiners[key] = ModelRefiner(self._make_backend(resolved), resolved.spec,
+                                               fallback=self._refiners["guided"], batch_size=self.settings.tile_batch,
+                                               flush_ms=self.settings.flush_ms)
+        return self._refiners[key]
+
+    def close(self) -> None:
+        """Stop the batchers' threads; the Matter cannot matte after this."""
+        self.batcher.close()
+        for r in self._refiners.values():
+            if isinstance(getattr(r, "batcher", None), DynamicBatcher):
+                r.batcher.close()
+
+    def __enter__(self) -> "Matter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def spec(self):
@@ -87,69 +114,94 @@ class Matter:
         return (f"model {self.spec.name} ({self.model.path}) on {self.backend.describe()}, "
                 f"tiles refined by {self.engine.refiner.name}")
 
-    def matte(self, image) -> MatteResult:
-        """image: a path, a PIL image, or a uint8 array ([H, W] grey, [H, W, 3] RGB, [H, W, 4] RGBA)."""
-        if isinstance(image, (str, Path)):
-            decoded = imageio.read_image(image, self.settings.max_pixels)
-            return self.engine.matte(decoded.rgb, decoded.alpha)
-        if isinstance(image, Image.Image):
-            if image.width * image.height > self.settings.max_pixels:
-                raise imageio.ImageTooLarge(None, f"{image.width}x{image.height} is over the pixel limit")
-            decoded = imageio.from_pil(image)
-            return self.engine.matte(decoded.rgb, decoded.alpha)
-        rgb, alpha = _split_array(np.asarray(image), self.settings.max_pixels)
-        return self.engine.matte(rgb, alpha)
-
-    def matte_files(self, inputs, out_dir: str | Path, *, alpha: bool = False, white_bg: bool = False,
-                    rgba: bool = True, canvas: tuple[int, int] | None = None, margin: float = 0.05,
-                    sku_regex: str | None = None, sku_csv: str | Path | None = None,
-                    on_done: Callable[[FileResult], None] | None = None) -> RunReport:
-        """Matte files, folders and glob patterns into out_dir's standard layout; one bad file
-        becomes an error row (report.failed), never the end of the run."""
-        if isinstance(inputs, (str, Path)):
-            inputs = [inputs]
-        paths = imageio.list_images(list(inputs))
-        options = OutputOptions(rgba=rgba, alpha=alpha, white_bg=white_bg, canvas=canvas, margin=margin)
-        return run_files(self.engine, paths, out_dir, options, SkuResolver(sku_regex, sku_csv),
-                         on_done=on_done, backend_name=self.backend.describe())
-
-
     @property
     def model_id(self) -> str:
         """Model name and file sha256: what the catalog cache keys on."""
         return f"{self.spec.name}:{(self.spec.sha256 or sha256_file(self.model.path))[:16]}"
 
-    def catalog(self, inputs, out: str | Path, *, resume: bool = False, alpha: bool = False,
-                template: Template | None = None, thresholds: QualityThresholds | None = None,
-                sku_regex: str | None = None, sku_csv: str | Path | None = None, min_side: int = 32,
-                workers: int | None = None, ray: bool = False, ray_address: str | None = None,
-                ray_actors: int | None = None, ray_gpus_per_actor: float = 0.0, on_row: Callable[[dict], None] | None = None) -> CatalogReport:
-        """The catalog pipeline (cvmatte.engine.catalog): validate, matte what is not cached,
-        flag for review, write OUT/<SKU>/<stem>_matte.png (+ alpha, + template) and
-        OUT/manifest.jsonl. resume=True finishes the last run without redoing its images;
-        ray=True sends the images to Ray Data actors (a local cluster unless ray_address)."""
-        if isinstance(inputs, (str, Path)):
-            inputs = [inputs]
-        options = CatalogOptions(alpha=alpha, template=template, min_side=min_side,
-                                 thresholds=thresholds or QualityThresholds())
+    def run_settings(self, tile: bool | None = None, **overrides) -> MatteSettings:
+        """This Matter's settings with some changed for one call (tile=False, despill=0.5, ...)."""
+        if tile is not None:
+            overrides["tile"] = tile
+        return dataclasses.replace(self.settings, **overrides) if overrides else self.settings
+
+    def matte(self, image, *, tile: bool | None = None, refiner: str | None = None) -> MatteResult:
+        """image: a path, a PIL image, or a uint8 array ([H, W] grey, [H, W, 3] RGB, [H, W, 4] RGBA)."""
+        if isinstance(image, (str, Path)):
+            decoded = imageio.read_image(image, self.settings.max_pixels)
+            rgb, alpha = decoded.rgb, decoded.alpha
+        elif isinstance(image, Image.Image):
+            if image.width * image.height > self.settings.max_pixels:
+                raise imageio.ImageTooLarge(None, f"{image.width}x{image.height} is over the pixel limit")
+            decoded = imageio.from_pil(image)
+            rgb, alpha = decoded.rgb, decoded.alpha
+        else:
+            rgb, alpha = _split_array(np.asarray(image), self.settings.max_pixels)
+        return self.engine.matte(rgb, alpha, self.run_settings(tile), self.refiner(refiner) if refiner else None)
+
+    def runner(self, spec: OutputSpec, sink: Callable, *, tile: bool | None = None,
+               refiner: str | None = None) -> Runner:
+        """The per-image runner on this Matter's engine, for a front door with its own sink (the
+        service keeps the outputs in memory)."""
+        return Runner(self.engine, spec, sink, model_id=self.model_id, backend_name=self.backend.describe(),
+                      settings=self.run_settings(tile), refiner=self.refiner(refiner) if refiner else None)
+
+    def matte_files(self, inputs, out_dir: str | Path, *, rgba: bool = True, alpha: bool = False,
+                    background: str | None = None, canvas: tuple[int, int] | None = None, fill: float = 0.8,
+                    shadow: bool = False, white_bg: bool = False, margin: float | None = None,
+                    sku_regex: str | None = None, sku_csv: str | Path | None = None, min_side: int = 1,
+                    thresholds: QualityThresholds | None = None, when: datetime | None = None,
+                    on_row: Callable[[Row], None] | None = None) -> RunReport:
+        """Files, folders and glob patterns into out_dir's dated layout
+        (OUT/YYYYMMDD/HHMMSS_<SKU>/<stem>_matte.png, a manifest and a summary beside), no cache.
+        One bad file becomes a failed row (report.failed), never the end of the run.
+        white_bg and margin: the names of earlier releases for background="white" and fill."""
+        spec = OutputSpec.with_aliases(white_bg, margin, rgba=rgba, alpha=alpha, background=background, canvas=canvas,
+                                       fill=fill, shadow=shadow)
+        return run_catalog(_as_list(inputs), self.engine, DatedLayout(Path(out_dir), when or datetime.now()), spec,
+                           model_id=self.model_id, backend_name=self.backend.describe(), cache=False,
+                           sku=SkuResolver(sku_regex, sku_csv), min_side=min_side, thresholds=thresholds,
+                           on_row=on_row)
+
+    def catalog(self, inputs, out: str | Path, *, resume: bool = False, rgba: bool = True, alpha: bool = False,
+                background: str | None = None, canvas: tuple[int, int] | None = None, fill: float = 0.8,
+                shadow: bool = False, thresholds: QualityThresholds | None = None, sku_regex: str | None = None,
+                sku_csv: str | Path | None = None, min_side: int = 32, workers: int | None = None, ray: bool = False,
+                ray_address: str | None = None, ray_actors: int | None = None, ray_gpus_per_actor: float = 0.0,
+                on_row: Callable[[Row], None] | None = None) -> RunReport:
+        """The catalog pipeline (cvmatte.engine.catalog): validate, matte what is not cached, flag
+        for review, write OUT/<SKU>/<stem>_matte.png (+ alpha, + background) and OUT/manifest.jsonl.
+        resume=True finishes the last run without redoing its images; ray=True sends the images to
+        Ray Data actors (a local cluster unless ray_address)."""
+        spec = OutputSpec(rgba=rgba, alpha=alpha, background=background, canvas=canvas, fill=fill, shadow=shadow)
         executor = None
         if ray:
-            from .engine.catalog_ray import ray_executor
+            from .engine.catalog.ray import ray_executor
 
-            executor = ray_executor(self.init_kwargs, self.model_id, options, ray_address, ray_actors,
+            kwargs = dict(self.init_kwargs)
+            kwargs["threads"] = kwargs["threads"] or 1
+            executor = ray_executor(functools.partial(_engine_for_actor, kwargs), ray_address, ray_actors,
                                     gpus_per_actor=ray_gpus_per_actor)
-        return run_catalog(list(inputs), out, self._batched_engine(), self.model_id, options, resume=resume,
-                           sku=SkuResolver(sku_regex, sku_csv), workers=workers or self.settings.io_workers,
-                           on_row=on_row, executor=executor)
+        return run_catalog(_as_list(inputs), self.engine, SkuLayout(Path(out)), spec, model_id=self.model_id,
+                           backend_name=self.backend.describe(), cache=True, resume=resume,
+                           sku=SkuResolver(sku_regex, sku_csv), min_side=min_side, thresholds=thresholds,
+                           settings=self.run_settings(io_workers=workers) if workers else None, on_row=on_row,
+                           executor=executor)
 
-    def _batched_engine(self) -> MattingEngine:
-        """This Matter's engine with the coarse pass behind a dynamic batcher, so that images
-        matted on several threads share batches."""
-        if not hasattr(self, "_batched"):
-            s = self.settings
-            batcher = DynamicBatcher(self.backend, s.batch_size, s.ring_depth, s.flush_ms)
-            self._batched = MattingEngine(batcher, self.spec, s, self.engine.refiner)
-        return self._batched
+    def watch(self, folder: str | Path, out: str | Path, *, settle_s: float = 1.0, idle_exit_s: float | None = None,
+              **catalog_options) -> list[Row]:
+        """catalog() on the files of a folder as they arrive (see engine/catalog/watch.py)."""
+        return watch_catalog(folder, lambda paths, resume: self.catalog(paths, out, resume=resume, **catalog_options),
+                             settle_s, idle_exit_s)
+
+
+def _engine_for_actor(kwargs: dict) -> MattingEngine:
+    """Builds a Matter's engine inside a Ray actor (module level, so it pickles by reference)."""
+    return Matter(**kwargs).engine
+
+
+def _as_list(inputs) -> list:
+    return [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
 
 
 def _split_array(image: np.ndarray, max_pixels: int) -> tuple[np.ndarray, np.ndarray | None]:

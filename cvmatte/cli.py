@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -31,6 +32,65 @@ def _parse_canvas(text: Optional[str]) -> Optional[tuple[int, int]]:
         raise typer.BadParameter(str(e), param_hint="--canvas") from None
 
 
+# The output vocabulary, the same in `matte` and `catalog run` (and the API, the service, the page).
+ALPHA = typer.Option(False, "--alpha", help="Also write <stem>_alpha.png (8-bit alpha).")
+BACKGROUND = typer.Option(None, "--background", help="Also write <stem>_background.jpg on: white, a colour (#f4f4f4, "
+                          "#fff, rgb(1,2,3), ivory), gradient:TOP,BOTTOM or image:PATH.")
+CANVAS = typer.Option(None, "--canvas", help="Background canvas WIDTHxHEIGHT: the product cropped, scaled to --fill "
+                      "and centred (default: the photo's own size, nothing moved).")
+FILL = typer.Option(0.8, "--fill", min=0.05, max=1.0, help="Share of the canvas the product fills.")
+SHADOW = typer.Option(False, "--shadow", help="A soft contact shadow under the product on the background.")
+
+
+def _output_spec(alpha: bool, background: Optional[str], canvas: Optional[str], fill: float, shadow: bool,
+                 white_bg: bool = False, margin: Optional[float] = None):
+    from .engine.outputs import OutputSpec
+
+    try:
+        return OutputSpec.with_aliases(white_bg, margin, alpha=alpha, background=background,
+                                       canvas=_parse_canvas(canvas), fill=fill, shadow=shadow)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--background/--canvas/--fill") from None
+
+
+def _spec_kwargs(spec) -> dict:
+    return dict(alpha=spec.alpha, background=spec.background, canvas=spec.canvas, fill=spec.fill, shadow=spec.shadow)
+
+
+def _report_row(progress, task, quiet: bool):
+    """Failures always said (naming the file); review flags unless quiet."""
+    def on_row(r):
+        if progress is not None:
+            progress.advance(task)
+        out = progress.console if progress is not None else console
+        if not r.ok:
+            out.print(f"[red]{r.status}:[/] {escape(r.error or '')}", highlight=False)
+        elif r.status == "review" and not quiet:
+            out.print(f"[yellow]review:[/] {r.input}: {'; '.join(r.flags)}", highlight=False)
+
+    return on_row
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console, disable=quiet)
+
+
+def _print_summary(report, out: Path) -> None:
+    s = report.summary
+    n_ok = len(report.succeeded)
+    review = s["counts"].get("review", 0)
+    console.print(f"done: {n_ok} ok, {len(report.failed)} failed ({review} to review) in {report.seconds:.1f} s "
+                  f"({s['images_per_s']:.2f} images/s); {s['model_runs'] if s['model_runs'] else n_ok} model runs, "
+                  f"{s['cache_hits']} from the cache", highlight=False)
+    console.print(f"manifest {report.manifest}", highlight=False)
+    if report.batching is not None:
+        console.print(f"coarse pass: {report.batching.summary()}", highlight=False)
+    if report.succeeded:
+        first = Path(next(iter(report.succeeded[0].outputs.values()), out))
+        console.print(f"outputs under {first.parent.parent}", highlight=False)
+
+
 @app.command()
 def matte(
     inputs: List[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
@@ -47,10 +107,14 @@ def matte(
     refiner: str = typer.Option("guided", "--refiner", help="What refines the tiles: guided (model-free guided filter) "
                                 "or a learned refiner's zoo name / ONNX file (e.g. cvunet-refiner)."),
     despill: float = typer.Option(1.0, "--despill", min=0.0, max=1.0, help="Remove the old background's colour from soft edges (0 = off)."),
-    alpha: bool = typer.Option(False, "--alpha", help="Also write <stem>_alpha.png (8-bit alpha)."),
-    white_bg: bool = typer.Option(False, "--white-bg", help="Also write <stem>_white.jpg on a white canvas."),
-    canvas: Optional[str] = typer.Option(None, "--canvas", help="White canvas size WIDTHxHEIGHT (product cropped, scaled, centred)."),
-    margin: float = typer.Option(0.05, "--margin", min=0.0, max=0.45, help="Empty share of the canvas on each side."),
+    alpha: bool = ALPHA,
+    background: Optional[str] = BACKGROUND,
+    canvas: Optional[str] = CANVAS,
+    fill: float = FILL,
+    shadow: bool = SHADOW,
+    white_bg: bool = typer.Option(False, "--white-bg", help="Alias of --background white (kept for one release)."),
+    margin: Optional[float] = typer.Option(None, "--margin", min=0.0, max=0.45,
+                                           help="Alias of --fill 1-2*MARGIN (kept for one release)."),
     sku_regex: Optional[str] = typer.Option(None, "--sku-regex", help="Regex on the file name; its group 'sku' or group 1 is the SKU."),
     sku_csv: Optional[Path] = typer.Option(None, "--sku-csv", help="CSV of file name,SKU."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Model threads (default: all cores)."),
@@ -59,18 +123,19 @@ def matte(
     max_megapixels: float = typer.Option(64.0, "--max-megapixels", min=0.01, help="Refuse larger images."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
-    """Cut out every image: RGBA PNG at the original resolution, plus optional alpha and white-background JPEG."""
+    """Cut out every image: RGBA PNG at the original resolution, plus optional alpha and background JPEG.
+    The same per-image path as `catalog run`, into a dated folder of its own and without a cache."""
     from .api import Matter
     from .engine.imageio import list_images
 
-    canvas_wh = _parse_canvas(canvas)
+    spec = _output_spec(alpha, background, canvas, fill, shadow, white_bg, margin)
     try:
         paths = list_images(inputs)
     except FileNotFoundError as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {escape(str(e))}")
         raise typer.Exit(2)
     if not paths:
-        console.print("[red]error:[/] no images found in " + ", ".join(inputs))
+        console.print("[red]error:[/] no images found in " + escape(", ".join(inputs)))
         raise typer.Exit(2)
     try:
         m = Matter(model, backend, device, threads=threads, allow_cpu_fallback=allow_cpu_fallback, refiner=refiner,
@@ -78,32 +143,16 @@ def matte(
                    flush_ms=flush_ms, max_pixels=int(max_megapixels * 1e6),
                    **({"batch_size": batch_size} if batch_size else {}))
     except CvmatteError as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {escape(str(e))}")
         raise typer.Exit(2)
-    console.print(f"cvmatte: {len(paths)} image(s), {m.describe()}")
+    console.print(f"cvmatte: {len(paths)} image(s), {m.describe()}", highlight=False)
     if m.backend.fell_back:
         console.print("[yellow]warning:[/] running on the CPU: the requested GPU device could not be used")
-
-    failures = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=console, disable=quiet) as progress:
+    with m, _progress(quiet) as progress:
         task = progress.add_task("matting", total=len(paths))
-
-        def on_done(r):
-            progress.advance(task)
-            if not r.ok:
-                failures.append(r)
-                progress.console.print(f"[red]failed:[/] {r.error}")
-
-        report = m.matte_files(paths, out, alpha=alpha, white_bg=white_bg, canvas=canvas_wh, margin=margin,
-                               sku_regex=sku_regex, sku_csv=sku_csv, on_done=on_done)
-    n_ok = len(report.succeeded)
-    rate = len(report.results) / report.seconds if report.seconds else 0.0
-    console.print(f"done: {n_ok} ok, {len(report.failed)} failed in {report.seconds:.1f} s ({rate:.2f} images/s); "
-                  f"manifest {report.manifest}")
-    console.print(f"coarse pass: {report.batching.summary()}")
-    if report.succeeded:
-        console.print(f"outputs under {Path(report.succeeded[0].outputs.get('rgba', out)).parent.parent}")
+        report = m.matte_files(paths, out, rgba=spec.rgba, **_spec_kwargs(spec), sku_regex=sku_regex, sku_csv=sku_csv,
+                               on_row=_report_row(progress, task, quiet))
+    _print_summary(report, out)
     raise typer.Exit(1 if report.failed else 0)
 
 
@@ -114,10 +163,12 @@ def models(
 ):
     """List the model zoo and what is cached."""
     if fetch:
+        from . import export as _toolchain  # noqa: F401  registers its converters with the zoo (cv-unet-universal)
+
         try:
             resolved = zoo.resolve(fetch, cache)
         except CvmatteError as e:
-            console.print(f"[red]error:[/] {e}")
+            console.print(f"[red]error:[/] {escape(str(e))}")
             raise typer.Exit(2)
         console.print(f"{fetch}: {resolved.path} (sha256 {resolved.spec.sha256[:12]}...)")
     table = Table(title=f"cvmatte models (cache: {zoo.cache_dir(cache)})")
@@ -165,7 +216,7 @@ def export(
     try:
         report = run_export(model, out, precisions, calib, trt=trt, log=lambda msg: console.print(msg))
     except (CvmatteError, ValueError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {escape(str(e))}")
         raise typer.Exit(2)
     console.print(f"wrote {', '.join(str(p) for p in report.files.values())}; parity {'passed' if report.passed else 'FAILED'}",
                   markup=False)
@@ -212,7 +263,7 @@ def distill(
     try:
         from .distill.trainer import DistillConfig, distill as run_distill
     except ImportError as e:
-        console.print(f"[red]error:[/] distillation needs torch ({e}): pip install 'cvmatte[torch]'")
+        console.print(f"[red]error:[/] " + escape(f"distillation needs torch ({e}): pip install 'cvmatte[torch]'"))
         raise typer.Exit(2)
     try:
         cfg = DistillConfig(teacher=teacher, student=student, name=name, prune=prune, data=[str(d) for d in data],
@@ -222,7 +273,7 @@ def distill(
                             select=select, seed=seed, device=device)
         result = run_distill(cfg, resume=resume, log=lambda m: console.print(m))
     except (CvmatteError, ValueError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {escape(str(e))}")
         raise typer.Exit(2)
     console.print(f"done at step {result['step']}: {result['onnx']}")
 
@@ -252,7 +303,7 @@ def bench(
     try:
         report = run_bench(cfg, log=lambda m: console.print(m))
     except CvmatteError as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {escape(str(e))}")
         raise typer.Exit(2)
     typer.echo(Path(report["files"][1]).read_text())
 
@@ -260,12 +311,12 @@ def bench(
 @app.command()
 def samples(dest: Path = typer.Argument(Path("demo"), help="Folder to write the demo photos into.")):
     """Write the demo photos (real photos bundled with scikit-image) into a folder."""
-    from .benchmarks.samples import write_demo_photos
+    from .samples import write_demo_photos
 
     try:
         written = write_demo_photos(dest)
     except RuntimeError as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {escape(str(e))}")
         raise typer.Exit(2)
     console.print(f"wrote {len(written)} photos to {dest}")
 
@@ -291,7 +342,7 @@ def serve(
         run_server(host, port, model=model, backend=backend, device=device, allow_cpu_fallback=allow_cpu_fallback,
                    workers=workers, queue=queue, max_upload_mb=max_upload_mb, max_megapixels=max_megapixels)
     except CvmatteError as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {escape(str(e))}")
         raise typer.Exit(2)
 
 
@@ -310,23 +361,23 @@ def catalog_run(
     refiner: str = typer.Option("guided", "--refiner", help="guided or a learned refiner (cvunet-refiner)."),
     resume: bool = typer.Option(False, "--resume", help="Finish the last run: images it finished are not redone."),
     watch: bool = typer.Option(False, "--watch", help="Keep watching the input folder and process new files as they arrive."),
-    poll: float = typer.Option(2.0, "--poll", min=0.1, help="--watch: seconds between looks at the folder."),
+    poll: float = typer.Option(2.0, "--poll", min=0.1, help="--watch: seconds a new file must stay unchanged before it is taken."),
     idle_exit: Optional[float] = typer.Option(None, "--idle-exit", help="--watch: stop after this many seconds with nothing new."),
     ray: bool = typer.Option(False, "--ray", help="Run the images on Ray Data actors (a local cluster unless --ray-address)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="A running Ray cluster: auto or ray://HOST:10001."),
     ray_actors: Optional[int] = typer.Option(None, "--ray-actors", min=1, help="Model actors (default: one per CPU, or per GPU slot)."),
     ray_gpus: float = typer.Option(0.0, "--ray-gpus", min=0.0, help="GPUs per model actor (1, or 0.5 for two actors a GPU)."),
-    alpha: bool = typer.Option(False, "--alpha", help="Also write <stem>_alpha.png."),
-    template: Optional[str] = typer.Option(None, "--template", help="Also write <stem>_template.jpg on: white, #RRGGBB, "
-                                           "gradient:#TOP,#BOTTOM or image:PATH."),
-    canvas: str = typer.Option("800x800", "--canvas", help="Template canvas WIDTHxHEIGHT."),
-    fill: float = typer.Option(0.8, "--fill", min=0.05, max=1.0, help="Share of the canvas the product fills."),
-    shadow: bool = typer.Option(False, "--shadow", help="A soft contact shadow under the product on the template."),
+    alpha: bool = ALPHA,
+    background: Optional[str] = BACKGROUND,
+    canvas: Optional[str] = CANVAS,
+    fill: float = FILL,
+    shadow: bool = SHADOW,
+    template: Optional[str] = typer.Option(None, "--template", help="Alias of --background (kept for one release)."),
     thresholds: Optional[Path] = typer.Option(None, "--thresholds", help="JSON file of quality thresholds (see cvmatte.engine.quality)."),
     sku_regex: Optional[str] = typer.Option(None, "--sku-regex"),
     sku_csv: Optional[Path] = typer.Option(None, "--sku-csv"),
     min_side: int = typer.Option(32, "--min-side", min=1, help="Refuse images smaller than this on a side."),
-    workers: int = typer.Option(2, "--workers", min=1, help="Images in flight on this machine."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Threads decoding, refining and writing on this machine."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default: 1 on a CPU, 8 on a GPU."),
     max_megapixels: float = typer.Option(64.0, "--max-megapixels", min=0.01),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -335,63 +386,42 @@ def catalog_run(
     import json as _json
 
     from . import Matter
-    from .engine.catalog import watch_catalog
     from .engine.quality import QualityThresholds
-    from .engine.templates import Template
 
+    spec = _output_spec(alpha, background or template, canvas, fill, shadow)
     try:
-        tmpl = None
-        if template:
-            tmpl = Template(template, _parse_canvas(canvas), fill, shadow)
         limits = QualityThresholds.from_dict(_json.loads(thresholds.read_text())) if thresholds else None
         m = Matter(model, backend, device, allow_cpu_fallback=allow_cpu_fallback, refiner=refiner,
                    max_pixels=int(max_megapixels * 1e6), **({"batch_size": batch_size} if batch_size else {}))
     except (CvmatteError, ValueError, OSError) as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {escape(str(e))}")
         raise typer.Exit(2)
-    console.print(f"cvmatte catalog: {m.describe()}{', on Ray' if ray else ''}")
-
-    def on_row(r):
-        if quiet:
-            return
-        if r["status"] in ("failed", "rejected"):
-            console.print(f"[red]{r['status']}:[/] {r['error']}")
-        elif r["status"] == "review":
-            console.print(f"[yellow]review:[/] {r['input']}: {'; '.join(r['flags'])}")
-
+    console.print(f"cvmatte catalog: {m.describe()}{', on Ray' if ray else ''}", highlight=False)
+    options = dict(rgba=spec.rgba, **_spec_kwargs(spec), thresholds=limits, sku_regex=sku_regex, sku_csv=sku_csv,
+                   min_side=min_side, workers=workers, on_row=_report_row(None, None, quiet))
     try:
-        if watch:
-            if len(inputs) != 1 or not Path(inputs[0]).is_dir():
-                console.print("[red]error:[/] --watch takes one input folder")
-                raise typer.Exit(2)
-            from .engine.catalog import CatalogOptions
-            from .engine.outputs import SkuResolver
-
-            options = CatalogOptions(alpha=alpha, template=tmpl, min_side=min_side,
-                                     thresholds=limits or QualityThresholds())
-            console.print(f"watching {inputs[0]} (Ctrl-C stops)")
-            try:
-                watch_catalog(inputs[0], out, m._batched_engine(), m.model_id, options, SkuResolver(sku_regex, sku_csv),
-                              poll_s=poll, idle_exit_s=idle_exit, on_row=on_row, workers=workers)
-            except KeyboardInterrupt:
-                pass
-            raise typer.Exit(0)
-        report = m.catalog(inputs, out, resume=resume, alpha=alpha, template=tmpl, thresholds=limits,
-                           sku_regex=sku_regex, sku_csv=sku_csv, min_side=min_side, workers=workers, ray=ray,
-                           ray_address=ray_address, ray_actors=ray_actors, ray_gpus_per_actor=ray_gpus, on_row=on_row)
-    except FileNotFoundError as e:
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2)
-    except CvmatteError as e:
-        console.print(f"[red]error:[/] {e}")
+        with m:
+            if watch:
+                if len(inputs) != 1 or not Path(inputs[0]).is_dir():
+                    console.print("[red]error:[/] --watch takes one input folder")
+                    raise typer.Exit(2)
+                console.print(f"watching {inputs[0]} (Ctrl-C stops)")
+                try:
+                    m.watch(inputs[0], out, settle_s=poll, idle_exit_s=idle_exit, **options)
+                except KeyboardInterrupt:
+                    pass
+                raise typer.Exit(0)
+            report = m.catalog(inputs, out, resume=resume, ray=ray, ray_address=ray_address, ray_actors=ray_actors,
+                               ray_gpus_per_actor=ray_gpus, **options)
+    except (FileNotFoundError, CvmatteError) as e:
+        console.print(f"[red]error:[/] {escape(str(e))}")
         raise typer.Exit(2)
     s = report.summary
     counts = ", ".join(f"{v} {k}" for k, v in sorted(s["counts"].items()))
     console.print(f"run {s['run']}: {counts}; {s['model_runs']} model runs, {s['cache_hits']} from the cache, "
-                  f"{s['duplicates']} duplicates; {s['images_per_s']:.2f} images/s")
-    console.print(f"manifest {report.manifest}; summary {Path(out) / 'summary.json'}")
-    bad = s["counts"].get("failed", 0) + s["counts"].get("rejected", 0)
-    raise typer.Exit(1 if bad else 0)
+                  f"{s['duplicates']} duplicates; {s['images_per_s']:.2f} images/s", highlight=False)
+    console.print(f"manifest {report.manifest}; summary {Path(out) / 'summary.json'}", highlight=False)
+    raise typer.Exit(1 if report.failed else 0)
 
 
 def main():

@@ -3,7 +3,9 @@
     GET  /                     the page (Chinese and English): one image, or a batch with progress
     GET  /health               status, model, backend, queue
     GET  /openapi.json         the API description (FastAPI's)
-    POST /v1/matte             multipart `file` -> RGBA PNG (output=rgba), alpha PNG or white JPEG
+    POST /v1/matte             multipart `file` -> RGBA PNG (output=rgba), alpha PNG (alpha) or a JPEG
+                               on a background (output=background; background, canvas, fill, shadow
+                               as in `cvmatte matte`; output=white is background=white)
     POST /v1/batch             multipart `file` (many images, or one zip) -> zip of cut-outs
     POST /v1/jobs              the same as a background job -> {"id"}; the page polls it
     GET  /v1/jobs              recent jobs (the page's history)
@@ -33,8 +35,9 @@ from starlette.concurrency import run_in_threadpool
 
 from . import Matter
 from .engine import imageio, zoo
+from .engine.catalog import Entry, MemorySink
 from .engine.errors import ImageError, ImageTooLarge
-from .engine.outputs import OutputOptions, encode_outputs, parse_size, safe_name
+from .engine.outputs import KINDS, OutputSpec, parse_size, plan_stems, safe_name
 
 WEB = Path(__file__).parent / "web"
 
@@ -84,8 +87,8 @@ class Job:
                 if self.state == "done" else None}
 
 
-def sniff(data: bytes, name: str) -> str:
-    """The image format the bytes are, or ImageError (415) when they are no accepted image."""
+def sniff(data: bytes, name: str) -> tuple[str, tuple[int, int], str]:
+    """The image's header (format, size, mode), or ImageError (415) when the bytes are no accepted image."""
     if not data:
         raise ImageError(name, "empty upload")
     header = imageio.image_header(data, name)
@@ -94,68 +97,67 @@ def sniff(data: bytes, name: str) -> str:
     fmt = header[0]
     if fmt not in imageio.ACCEPTED_FORMATS:
         raise ImageError(name, f"{fmt} is not accepted (JPEG, PNG, WebP, BMP, TIFF)")
-    return fmt
+    return header
 
 
 @dataclass
 class Settings:
+    """One request's choices: what to write and how to refine."""
+
     tile: bool = True
     refiner: str = "guided"
-    output: str = "rgba"  # rgba, alpha, white
-    canvas: tuple[int, int] | None = None
+    output: str = "rgba"  # a kind of outputs.KINDS: rgba, alpha, background
+    spec: OutputSpec = field(default_factory=OutputSpec)
 
 
 class Service:
-    """The loaded models and the work; the HTTP layer (create_app) only translates."""
+    """The loaded model and the work; the HTTP layer (create_app) only translates."""
 
     def __init__(self, model: str = zoo.DEFAULT_MODEL, device: str = "auto", backend: str = "onnxruntime", workers: int = 1,
                  queue: int = 8, max_upload_mb: float = 25.0, max_megapixels: float = 40.0,
                  allow_cpu_fallback: bool = False, refiners: tuple[str, ...] = ("guided", "cvunet-refiner")):
         self.max_upload = int(max_upload_mb * 2 ** 20)
         self.max_pixels = int(max_megapixels * 1e6)
-        common = dict(model=model, backend=backend, device=device, allow_cpu_fallback=allow_cpu_fallback,
-                      max_pixels=self.max_pixels)
-        # One Matter per (tiling, refiner): all share nothing but are loaded once, at start.
-        self.matters: dict[tuple[bool, str], Matter] = {}
-        for refiner in refiners:
+        # One Matter, loaded once at start; tiling and the refiner are chosen per request.
+        self.matter = Matter(model, backend, device, allow_cpu_fallback=allow_cpu_fallback, max_pixels=self.max_pixels)
+        self.refiners = []
+        for name in refiners:
             try:
-                base = Matter(refiner=refiner, **common)
+                self.matter.refiner(name)
             except Exception:
-                if refiner == "guided":
+                if name == "guided":
                     raise
                 continue  # a learned refiner this installation lacks is simply not offered
-            self.matters[(True, refiner)] = base
-        guided = self.matters[(True, "guided")]
-        self.matters[(False, "guided")] = Matter(tile=False, **common)
-        self.model_name = guided.spec.name
-        self.backend = guided.backend.describe()
+            self.refiners.append(name)
+        self.model_name = self.matter.spec.name
+        self.backend = self.matter.backend.describe()
         self.gate = Gate(workers, queue)
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self._jobs_lock = threading.Lock()
         self.started = time.time()
 
-    @property
-    def refiners(self) -> list[str]:
-        return sorted({r for _, r in self.matters}, key=lambda r: (r != "guided", r))  # the default first
-
-    def _matter(self, s: Settings) -> Matter:
-        return self.matters.get((s.tile, s.refiner if s.tile else "guided")) or self.matters[(True, "guided")]
+    def close(self) -> None:
+        self.matter.close()
 
     def check_upload(self, data: bytes, name: str) -> None:
         if len(data) > self.max_upload:
             raise ImageTooLarge(name, f"upload of {len(data) / 2**20:.1f} MiB is over the {self.max_upload / 2**20:.0f} MiB limit")
-        sniff(data, name)
+        _, (w, h), _ = sniff(data, name)
+        if w * h > self.max_pixels:
+            raise ImageTooLarge(name, f"{w}x{h} is over the pixel limit of {self.max_pixels / 1e6:.0f} MP")
 
-    def matte_bytes(self, data: bytes, name: str, s: Settings) -> tuple[bytes, str]:
-        """-> (encoded output, media type). Raises ImageError / ImageTooLarge / Busy."""
+    def matte_bytes(self, data: bytes, name: str, s: Settings, stem: str | None = None) -> tuple[bytes, str]:
+        """-> (encoded output, media type), through the same Runner as every other front door.
+        Raises ImageError / ImageTooLarge / Busy."""
         self.check_upload(data, name)
+        m = self.matter
+        entry = Entry(name, stem=stem or plan_stems([(name, "")])[0], data=data)
+        sink = MemorySink()
         with self.gate:
-            decoded = imageio.decode_image(data, name, self.max_pixels)
-            result = self._matter(s).engine.matte(decoded.rgb, decoded.alpha)
-        kind = s.output  # rgba, alpha or white: checked when the request came in
-        options = OutputOptions(rgba=kind == "rgba", alpha=kind == "alpha", white_bg=kind == "white", canvas=s.canvas,
-                                margin=0.05, jpeg_quality=92)
-        return encode_outputs(result, options)[kind], "image/jpeg" if kind == "white" else "image/png"
+            [row] = list(m.runner(s.spec, sink, tile=s.tile, refiner=s.refiner).run([entry]))
+        if not row.ok:  # the file's name is in the error already
+            raise ImageError(name, row.error.removeprefix(f"{name}: "))
+        return sink.data[name][s.output], KINDS[s.output].media_type
 
     # --- batches ---------------------------------------------------------------------------------
 
@@ -184,20 +186,15 @@ class Service:
         """Every image to a PNG in one zip; a bad one becomes a line in errors.txt, the rest go on."""
         t0 = time.perf_counter()
         buf = io.BytesIO()
-        used: set[str] = set()
         errors = []
+        # The one name planner: a.jpg and a.png become a_matte.png and a_png_matte.png.
+        stems = plan_stems([(f"{i}/{name}", "") for i, (name, _) in enumerate(files)])
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # PNGs are compressed already
-            for name, data in files:
-                stem = safe_name(Path(name).stem, "image")
-                member, n = f"{stem}_matte", 1
-                while member in used:
-                    n += 1
-                    member = f"{stem}_matte_{n}"
-                used.add(member)
+            for (name, data), stem in zip(files, stems):
                 while True:
                     try:
-                        out, media = self.matte_bytes(data, name, s)
-                        zf.writestr(member + (".jpg" if media == "image/jpeg" else ".png"), out)
+                        out, _ = self.matte_bytes(data, name, s, stem)
+                        zf.writestr(stem + KINDS[s.output].suffix, out)
                         break
                     except Busy:
                         time.sleep(0.05)  # a batch waits its turn instead of failing
@@ -236,9 +233,12 @@ class Service:
 def create_app(service: Service) -> FastAPI:
     app = FastAPI(title="cvmatte", version="0.1", description="Product cut-outs: RGBA PNG with a soft alpha.")
 
-    def settings(tile: bool, refiner: str, output: str, canvas: str | None) -> Settings:
-        if output not in ("rgba", "alpha", "white"):
-            raise HTTPException(400, "output must be rgba, alpha or white")
+    def settings(tile: bool, refiner: str, output: str, canvas: str | None, background: str | None, fill: float,
+                 shadow: bool) -> Settings:
+        if output == "white":  # the name of earlier releases
+            output, background = "background", background or "white"
+        if output not in KINDS:
+            raise HTTPException(400, f"output must be one of {', '.join(KINDS)} (or white)")
         if refiner not in service.refiners:
             raise HTTPException(400, f"refiner must be one of {', '.join(service.refiners)}")
         size = None
@@ -249,7 +249,15 @@ def create_app(service: Service) -> FastAPI:
                 size = None
             if size is None or not all(16 <= v <= 8000 for v in size):
                 raise HTTPException(400, "canvas must be WIDTHxHEIGHT, 16..8000")
-        return Settings(tile, refiner, output, size)
+        if background and background.startswith("image:"):
+            raise HTTPException(400, "background image:PATH is not offered by the service (no paths from requests)")
+        try:
+            spec = OutputSpec(rgba=output == "rgba", alpha=output == "alpha",
+                              background=(background or "white") if output == "background" else None,
+                              canvas=size, fill=fill, shadow=shadow)
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
+        return Settings(tile, refiner, output, spec)
 
     def error_status(e: Exception) -> HTTPException:
         if isinstance(e, ImageTooLarge):
@@ -286,9 +294,10 @@ def create_app(service: Service) -> FastAPI:
 
     @app.post("/v1/matte", responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
     async def matte(file: UploadFile = File(...), output: str = Form("rgba"), tile: bool = Form(True),
-                    refiner: str = Form("guided"), canvas: str | None = Form(None)):
+                    refiner: str = Form("guided"), canvas: str | None = Form(None),
+                    background: str | None = Form(None), fill: float = Form(0.8), shadow: bool = Form(False)):
         """One image -> its cut-out: `rgba` PNG, `alpha` PNG or `white` JPEG (optionally on a WxH canvas)."""
-        s = settings(tile, refiner, output, canvas)
+        s = settings(tile, refiner, output, canvas, background, fill, shadow)
         data = await read_limited(file)
         name = safe_name(file.filename or "upload")
         try:
@@ -298,8 +307,8 @@ def create_app(service: Service) -> FastAPI:
                                 headers={"Retry-After": "1"}) from None
         except (ImageError, ImageTooLarge) as e:
             raise error_status(e) from None
-        return Response(out, media_type=media, headers={"Content-Disposition": f'inline; filename="{Path(name).stem}_matte.'
-                                                        f'{"jpg" if media == "image/jpeg" else "png"}"'})
+        filename = plan_stems([(name, "")])[0] + KINDS[s.output].suffix
+        return Response(out, media_type=media, headers={"Content-Disposition": f'inline; filename="{filename}"'})
 
     async def gather(files: list[UploadFile]) -> list[tuple[str, bytes]]:
         if not files:
@@ -314,9 +323,10 @@ def create_app(service: Service) -> FastAPI:
 
     @app.post("/v1/batch", responses={200: {"content": {"application/zip": {}}}})
     async def batch(file: list[UploadFile] = File(...), output: str = Form("rgba"), tile: bool = Form(True),
-                    refiner: str = Form("guided"), canvas: str | None = Form(None)):
+                    refiner: str = Form("guided"), canvas: str | None = Form(None),
+                    background: str | None = Form(None), fill: float = Form(0.8), shadow: bool = Form(False)):
         """Many images (or one zip of them) -> a zip of cut-outs, with errors.txt for the bad ones."""
-        s = settings(tile, refiner, output, canvas)
+        s = settings(tile, refiner, output, canvas, background, fill, shadow)
         files = await gather(file)
         data = await run_in_threadpool(service.run_batch, files, s)
         return Response(data, media_type="application/zip",
@@ -324,9 +334,10 @@ def create_app(service: Service) -> FastAPI:
 
     @app.post("/v1/jobs")
     async def new_job(file: list[UploadFile] = File(...), output: str = Form("rgba"), tile: bool = Form(True),
-                      refiner: str = Form("guided"), canvas: str | None = Form(None)):
+                      refiner: str = Form("guided"), canvas: str | None = Form(None),
+                      background: str | None = Form(None), fill: float = Form(0.8), shadow: bool = Form(False)):
         """Start a batch in the background; poll GET /v1/jobs/{id}."""
-        s = settings(tile, refiner, output, canvas)
+        s = settings(tile, refiner, output, canvas, background, fill, shadow)
         files = await gather(file)
         return service.start_job(files, s).public()
 
@@ -356,4 +367,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, **service_kwargs) -> None:
     import uvicorn
 
     service = Service(**service_kwargs)
-    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+    finally:
+        service.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cvmatte.benchmarks.samples import SCENES, make_composite
+from cvmatte.samples import SCENES, make_composite
 from cvmatte.engine.imageio import IMAGE_SUFFIXES, atomic_write_bytes, decode_image, encode_png
 
 

@@ -2,7 +2,7 @@
 engine's upsampled coarse alpha (4 channels) and returns the refined alpha.
 
 Training data are high-resolution product shots with exact alpha (at least 2000 px on the longer
-side): the procedural bottles with hair-thin strands of benchmarks/samples.py, and, when cut-out
+side): the procedural bottles with hair-thin strands of cvmatte/samples.py, and, when cut-out
 folders are given, photographic cut-outs over studio or scene backdrops (distill/corpus.py).
 Each shot goes through the engine's own coarse pass and band finder, so the tiles are exactly
 where and what the refiner sees at run time: crops centred on the uncertain band, with the
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cvmatte.benchmarks.samples import SCENES, make_composite
+from cvmatte.samples import SCENES, make_composite
 from cvmatte.engine import metrics, preprocess
 from cvmatte.engine.spec import ModelSpec
 

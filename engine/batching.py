@@ -12,7 +12,8 @@ The ring is allocated once per input shape and reused for the whole run; while a
 are in flight the dispatcher waits, and `submit` blocks once `max_pending` inputs are queued, so
 memory stays bounded however fast images arrive.
 
-A backend takes part through three methods (backends.base.SlotBackend): `make_slot` allocates a
+A backend takes part through three methods (the slot part of backends.base.Backend; HostSlots
+implements them for the CPU): `make_slot` allocates a
 slot's host buffers and whatever device buffers, streams and events it needs, `launch(slot, n)`
 starts host-to-device copy, compute and device-to-host copy without waiting (on the CPU it simply
 runs), and `wait(slot)` blocks until the outputs are in `slot.host_out` and returns the compute

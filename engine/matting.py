@@ -19,14 +19,25 @@ from .settings import MatteSettings
 from .spec import ModelSpec
 
 
+def quantize(alpha: np.ndarray) -> np.ndarray:
+    """float [0, 1] -> uint8, rounded."""
+    return np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def dequantize(alpha_u8: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 k / 255: the one way an 8-bit alpha becomes a float, fresh or cached."""
+    return alpha_u8.astype(np.float32) / np.float32(255.0)
+
+
 @dataclass
 class MatteResult:
-    """alpha: float32 [H, W] in [0, 1]; coarse: the upsampled coarse alpha, same shape;
-    foreground: uint8 [H, W, 3], the photo with the old background's colour removed from
-    semi-transparent pixels."""
+    """alpha: float32 [H, W] in [0, 1], on the 8-bit grid (k / 255: exactly what the PNG holds, so
+    a result from the cache and a fresh one are the same); coarse: the upsampled coarse alpha,
+    same shape (None when the alpha came from the catalog's cache); foreground: uint8 [H, W, 3],
+    the photo with the old background's colour removed from semi-transparent pixels."""
 
     alpha: np.ndarray
-    coarse: np.ndarray
+    coarse: np.ndarray | None
     foreground: np.ndarray
     tiles: int = 0
     band_fraction: float = 0.0
@@ -36,7 +47,7 @@ class MatteResult:
 
     @property
     def alpha_u8(self) -> np.ndarray:
-        return np.clip(self.alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return quantize(self.alpha)
 
     @property
     def rgba(self) -> np.ndarray:
@@ -83,9 +94,12 @@ class MattingEngine:
         return np.clip(cv2.resize(band.astype(np.float32), size_hw[::-1], interpolation=cv2.INTER_LINEAR), 0, 1)
 
     def finish(self, rgb: np.ndarray, coarse_small: np.ndarray, source_alpha: np.ndarray | None = None,
-               timings: dict | None = None) -> MatteResult:
-        """From the coarse alpha at model resolution to the final result at the photo's resolution."""
-        s = self.settings
+               timings: dict | None = None, settings: MatteSettings | None = None,
+               refiner: TileRefiner | None = None) -> MatteResult:
+        """From the coarse alpha at model resolution to the final result at the photo's resolution.
+        settings, refiner: this image's, when they differ from the engine's (a service request)."""
+        s = settings or self.settings
+        refiner = refiner or self.refiner
         timings = dict(timings or {})
         t0 = time.perf_counter()
         H, W = rgb.shape[:2]
@@ -99,24 +113,30 @@ class MattingEngine:
             band = weight > 0
             band_fraction = float(band.mean())
             tiles = tiling.plan_tiles(band, s.tile_size, s.tile_overlap)
-            refined = self.refiner.refine([rgb[t.slices] for t in tiles], [coarse[t.slices] for t in tiles], scale)
+            refined = refiner.refine([rgb[t.slices] for t in tiles], [coarse[t.slices] for t in tiles], scale)
             alpha = tiling.blend(coarse, weight, tiles, refined, s.tile_overlap)
             n_tiles = len(tiles)
         if source_alpha is not None:
             alpha = alpha * source_alpha  # the file's own transparency stays transparent
+        alpha = dequantize(quantize(alpha))
         timings["refine_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        foreground = self.foreground(rgb, alpha)
-        timings["foreground_s"] = time.perf_counter() - t0
-        return MatteResult(alpha.astype(np.float32, copy=False), coarse, foreground, n_tiles, band_fraction, band,
-                           timings)
+        return self.cut_out(rgb, alpha, coarse, timings, s, tiles=n_tiles, band_fraction=band_fraction, band=band)
 
-    def foreground(self, rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    def cut_out(self, rgb: np.ndarray, alpha: np.ndarray, coarse: np.ndarray | None = None, timings: dict | None = None,
+                settings: MatteSettings | None = None, **extra) -> MatteResult:
+        """The result for a final alpha (float32 on the 8-bit grid), fresh or from a cache."""
+        timings = dict(timings or {})
+        t0 = time.perf_counter()
+        foreground = self.foreground(rgb, alpha, settings)
+        timings["foreground_s"] = time.perf_counter() - t0
+        return MatteResult(alpha, coarse, foreground, timings=timings, **extra)
+
+    def foreground(self, rgb: np.ndarray, alpha: np.ndarray, settings: MatteSettings | None = None) -> np.ndarray:
         """The photo's colours with the old background's removed from soft pixels (despill)."""
         H, W = rgb.shape[:2]
         # The blur radius must well exceed the soft edge's width, which grows with the upsampling.
         radius = max(90, int(10 * self.upsampling_scale(H, W)))
-        return estimate_foreground(rgb, alpha, self.settings.despill, radius)
+        return estimate_foreground(rgb, alpha, (settings or self.settings).despill, radius)
 
     def coarse_input(self, rgb: np.ndarray, source_alpha: np.ndarray | None = None) -> np.ndarray:
         """float32 [3, h, w]: what the coarse pass feeds the model; an image with its own
@@ -131,11 +151,13 @@ class MattingEngine:
         coarse = self.coarse(images, source_alphas)
         return coarse, (time.perf_counter() - t0) / max(1, len(images))
 
-    def matte_many(self, images: list[np.ndarray], source_alphas: list[np.ndarray | None] | None = None
-                   ) -> list[MatteResult]:
+    def matte_many(self, images: list[np.ndarray], source_alphas: list[np.ndarray | None] | None = None,
+                   settings: MatteSettings | None = None, refiner: TileRefiner | None = None) -> list[MatteResult]:
         source_alphas = source_alphas or [None] * len(images)
         coarse, per_image = self.coarse_many(images, source_alphas)
-        return [self.finish(im, c, a, {"coarse_s": per_image}) for im, c, a in zip(images, coarse, source_alphas)]
+        return [self.finish(im, c, a, {"coarse_s": per_image}, settings, refiner)
+                for im, c, a in zip(images, coarse, source_alphas)]
 
-    def matte(self, rgb: np.ndarray, source_alpha: np.ndarray | None = None) -> MatteResult:
-        return self.matte_many([rgb], [source_alpha])[0]
+    def matte(self, rgb: np.ndarray, source_alpha: np.ndarray | None = None, settings: MatteSettings | None = None,
+              refiner: TileRefiner | None = None) -> MatteResult:
+        return self.matte_many([rgb], [source_alpha], settings, refiner)[0]

@@ -17,7 +17,7 @@ SPEC_VERSION = 1
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    #: (height, width) the model sees whole images at; its coarse pass resizes to this.
+    #: (height, width) the model sees whole images at; its coarse pass resizes to this, ignoring aspect.
     input_size: tuple[int, int]
     input_name: str
     output_name: str
@@ -30,8 +30,6 @@ class ModelSpec:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     #: "none" when the output already is alpha in [0, 1], "sigmoid" when it is a logit.
     output_activation: str = "none"
-    #: "stretch" resizes to input_size ignoring aspect (how the salient-object nets were trained).
-    resize: str = "stretch"
     #: True when the model sees only pixels and may run on tiles; False when it needs the whole image.
     tileable: bool = False
     #: Input height/width must be a multiple of this when dynamic_hw.
@@ -50,8 +48,6 @@ class ModelSpec:
     def __post_init__(self):
         if self.output_activation not in ("none", "sigmoid"):
             raise ValueError(f"output_activation must be 'none' or 'sigmoid', got {self.output_activation!r}")
-        if self.resize not in ("stretch",):
-            raise ValueError(f"resize must be 'stretch', got {self.resize!r}")
         if self.channel_order not in ("RGB", "BGR"):
             raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
         h, w = self.input_size
@@ -67,6 +63,10 @@ class ModelSpec:
     def from_json(cls, text: str) -> "ModelSpec":
         d = json.loads(text)
         d.pop("spec_version", None)
+        # Older specs carry `resize`; "stretch" (to input_size, ignoring aspect) was its only value.
+        resize = d.pop("resize", "stretch")
+        if resize != "stretch":
+            raise ValueError(f"resize must be 'stretch', got {resize!r}")
         for key in ("input_size", "mean", "std"):
             if key in d:
                 d[key] = tuple(d[key])
@@ -84,6 +84,14 @@ class ModelSpec:
     @classmethod
     def load(cls, path: Path) -> "ModelSpec":
         return cls.from_json(Path(path).read_text())
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model file (ONNX, TensorRT engine or torch checkpoint) and the spec to run it with."""
+
+    path: Path
+    spec: ModelSpec
 
 
 def spec_path_for(model_path: Path) -> Path:

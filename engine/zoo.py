@@ -1,7 +1,8 @@
 """Model zoo: resolve a model name or path to an ONNX file and its spec.
 
-Order: an explicit path, the local cache (`~/.cache/cvmatte`, or `$CVMATTE_CACHE`), then the
-model's own source. Every file taken from a source is checked against a pinned sha256.
+Order: an explicit path, the local cache (`$CVMATTE_CACHE`, else the platform's user cache folder:
+`~/.cache/cvmatte` on Linux), then the model's own source. Every file taken from a source is
+checked against a pinned sha256.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ModelError
-from .spec import ModelSpec, sha256_file, spec_path_for
+from .spec import ModelSpec, ResolvedModel, sha256_file, spec_path_for
 
 #: Chosen by the held-out evaluation (benchmarks/models.py; README "Models"): u2netp fine-tuned on
 #: product composites, packaged with cvmatte (no download).
@@ -30,12 +31,25 @@ CV_UNET_MODELSCOPE_ID = "damo/cv_unet_universal-matting"
 
 
 def cache_dir(override: str | Path | None = None) -> Path:
+    """The explicit override, else $CVMATTE_CACHE, else the platform's user cache folder."""
     if override is not None:
         return Path(override)
     env = os.environ.get("CVMATTE_CACHE")
     if env:
         return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cvmatte"
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("cvmatte", appauthor=False))
+
+
+#: Converters from a downloaded source format to `<name>.onnx` + spec, by format; the hook through
+#: which the export toolchain (`cvmatte.export` registers "tf_graph" on import) serves the runtime.
+CONVERTERS: dict[str, Callable[..., object]] = {}
+
+
+def register_converter(kind: str, fn: Callable[..., object]) -> None:
+    """fn(source_path, dest_dir, name=...) writes `dest_dir/<name>.onnx` and its spec."""
+    CONVERTERS[kind] = fn
 
 
 @dataclass(frozen=True)
@@ -45,12 +59,6 @@ class ZooEntry:
     source: str
     #: fetch(dest_dir) writes `<name>.onnx` and its spec into dest_dir.
     fetch: Callable[[Path], None]
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    path: Path
-    spec: ModelSpec
 
 
 def _fetch_u2netp(dest: Path) -> None:
@@ -112,6 +120,14 @@ def _fetch_cv_unet(dest: Path) -> None:
         f"{CV_UNET_MODELSCOPE_ID} (its tf_graph.pb), convert it with `cvmatte export tf_graph.pb -o DIR`, "
         "then use --model DIR/cv-unet-universal.fp32.onnx."
     )
+    convert = CONVERTERS.get("tf_graph")
+    if convert is None:
+        raise ModelError(
+            "cv-unet-universal is converted from ModelScope's TensorFlow graph by the export toolchain, which is "
+            "not loaded here: fetch it into the cache once with `cvmatte models --fetch cv-unet-universal` "
+            "(pip install 'cvmatte[modelscope]'), or convert a downloaded tf_graph.pb with "
+            "`cvmatte export tf_graph.pb -o DIR` and use --model DIR/cv-unet-universal.fp32.onnx."
+        )
     try:
         from modelscope import snapshot_download
     except ImportError:
@@ -123,10 +139,8 @@ def _fetch_cv_unet(dest: Path) -> None:
     graph = snapshot / "tf_graph.pb"
     if not graph.is_file():
         raise ModelError(f"{CV_UNET_MODELSCOPE_ID} snapshot at {snapshot} has no tf_graph.pb. {hint}")
-    from cvmatte.export.tf_graph import convert_cv_unet_graph
-
     try:
-        convert_cv_unet_graph(graph, dest, name="cv-unet-universal")
+        convert(graph, dest, name="cv-unet-universal")
     except ImportError as e:  # tensorflow and tf2onnx are imported only when converting
         raise ModelError(f"downloaded {graph}; converting it needs the export extra "
                          f"(pip install 'cvmatte[export]'): {e}") from None

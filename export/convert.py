@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cvmatte.engine import zoo
 from cvmatte.engine.errors import ModelError
-from cvmatte.engine.spec import spec_path_for
+from cvmatte.engine.spec import ResolvedModel, spec_path_for
 
 from . import parity
 from .onnx_passes import calibration_images, clean, to_fp16, to_int8
@@ -34,7 +34,7 @@ class ExportReport:
         return all(row["passed"] for row in self.parity)
 
 
-def _source(model: str | Path, out_dir: Path, log) -> tuple[zoo.ResolvedModel, list[dict]]:
+def _source(model: str | Path, out_dir: Path, log) -> tuple[ResolvedModel, list[dict]]:
     """The FP32 ONNX to start from, and the parity rows of its own conversion."""
     path = Path(model)
     if path.suffix == ".pb":
@@ -42,13 +42,13 @@ def _source(model: str | Path, out_dir: Path, log) -> tuple[zoo.ResolvedModel, l
 
         log(f"converting TensorFlow graph {path} with tf2onnx")
         converted = convert_tf_graph(path, out_dir / "source")
-        return zoo.ResolvedModel(converted.core, converted.spec), []
+        return ResolvedModel(converted.core, converted.spec), []
     if path.suffix in (".pt", ".pth"):
         from .torch_export import export_checkpoint
 
         log(f"exporting torch checkpoint {path}")
         spec = export_checkpoint(path, out_dir / "source")
-        return zoo.ResolvedModel(out_dir / "source" / f"{spec.name}.onnx", spec), []
+        return ResolvedModel(out_dir / "source" / f"{spec.name}.onnx", spec), []
     return zoo.resolve(model), []
 
 
@@ -72,7 +72,7 @@ def export(model: str | Path, out_dir: str | Path, precisions=("fp32",), calib_d
     log(f"parity on {len(images)} real images")
 
     fp32_path = out_dir / f"{name}.fp32.onnx"
-    fp32 = zoo.ResolvedModel(fp32_path, clean(source.path, fp32_path, source.spec))
+    fp32 = ResolvedModel(fp32_path, clean(source.path, fp32_path, source.spec))
     report.files["fp32"] = fp32_path
     ref = parity.onnx_alphas(fp32, images)
     report.parity.append(parity.judge("fp32 (cleaned)", "source", parity.compare(parity.onnx_alphas(source, images), ref),
@@ -97,7 +97,7 @@ def export(model: str | Path, out_dir: str | Path, precisions=("fp32",), calib_d
                                                   if best else "No file of this export passes parity"))
                 continue
         report.files[precision] = path
-        alphas = parity.onnx_alphas(zoo.ResolvedModel(path, spec), images)
+        alphas = parity.onnx_alphas(ResolvedModel(path, spec), images)
         tol = parity.TOLERANCES[precision]
         report.parity.append(parity.judge(precision, "fp32", parity.compare(ref, alphas), tol))
     return _finish(out_dir, report, trt, log)
@@ -105,7 +105,7 @@ def export(model: str | Path, out_dir: str | Path, precisions=("fp32",), calib_d
 
 def _finish(out_dir: Path, report: ExportReport, trt: bool, log) -> ExportReport:
     if trt:
-        from cvmatte.engine.tensorrt_build import build_engine
+        from cvmatte.engine.backends.tensorrt_build import build_engine
 
         for precision, path in list(report.files.items()):
             engine = out_dir / f"{path.stem}.engine"
@@ -121,7 +121,7 @@ def _finish(out_dir: Path, report: ExportReport, trt: bool, log) -> ExportReport
 
 
 def _demo_images(out_dir: Path) -> list[Path]:
-    from cvmatte.benchmarks.samples import write_demo_photos
+    from cvmatte.samples import write_demo_photos
 
     try:
         return write_demo_photos(out_dir / "parity-images")
@@ -131,7 +131,7 @@ def _demo_images(out_dir: Path) -> list[Path]:
 
 def write_bundle_readme(out_dir: Path, report: ExportReport) -> None:
     """The edge bundle: these files plus the exact commands to build engines on the device."""
-    from cvmatte.engine.tensorrt_build import trtexec_command
+    from cvmatte.engine.backends.tensorrt_build import trtexec_command
 
     lines = ["# Edge bundle", "",
              "TensorRT engines are tied to one GPU and one TensorRT version: build them on the target from these",

@@ -1,6 +1,6 @@
 """ONNX-to-ONNX steps: clean-up, FP16, INT8 with Q/DQ nodes. Each takes a path and writes a path.
 
-TensorRT 11 has no precision flags: precision lives in the graph (TENSORRT.md §1). FP16 keeps
+TensorRT 11 has no precision flags: precision lives in the graph. FP16 keeps
 float32 inputs and outputs so the runtime feeds the same tensors; INT8 uses explicit Q/DQ nodes
 (QDQ format, symmetric, per-channel weights), which TensorRT 10/11 and ONNX Runtime both run.
 """
@@ -146,7 +146,7 @@ def to_int8(src: Path, dst: Path, spec: ModelSpec, calib: list[Path], check_imag
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from cvmatte.engine.zoo import ResolvedModel
+    from cvmatte.engine.spec import ResolvedModel
 
     from .parity import compare, judge, onnx_alphas
 

@@ -11,7 +11,7 @@ import numpy as np
 from cvmatte.engine.imageio import read_image
 from cvmatte.engine.preprocess import coarse_input
 from cvmatte.engine.spec import ModelSpec
-from cvmatte.engine.zoo import ResolvedModel
+from cvmatte.engine.spec import ResolvedModel
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from test_service import chromium_driver, start_server, wait_for  # noqa: E402
 
-from cvmatte.benchmarks.samples import write_demo_photos  # noqa: E402
+from cvmatte.samples import write_demo_photos  # noqa: E402
 
 
 def main():

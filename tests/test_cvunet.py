@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is not installed (the export extra)")
 
 from cvmatte import Matter  # noqa: E402
-from cvmatte.benchmarks.samples import load_photo  # noqa: E402
+from cvmatte.samples import load_photo  # noqa: E402
 from cvmatte.distill import losses  # noqa: E402
 from cvmatte.engine.nets.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from cvmatte.engine.nets.cvunet import PRESETS, CVUNetConfig, build, count_flops, count_parameters  # noqa: E402

@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is not installed (the export extra)")
 
 from cvmatte import Matter  # noqa: E402
-from cvmatte.benchmarks.samples import load_photo, write_demo_photos  # noqa: E402
+from cvmatte.samples import load_photo, write_demo_photos  # noqa: E402
 from cvmatte.distill.trainer import DistillConfig, distill  # noqa: E402
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cvmatte import Matter
-from cvmatte.benchmarks.samples import PHOTOS, load_photo, write_demo_photos
+from cvmatte.samples import PHOTOS, load_photo, write_demo_photos
 from cvmatte.engine import zoo
 from cvmatte.engine.errors import DeviceError
 from cvmatte.engine.spec import ModelSpec
@@ -200,7 +200,7 @@ def test_parity_judge_fails_outside_tolerance():
 
 
 def test_engine_mismatch_is_refused_with_the_reason():
-    from cvmatte.engine.tensorrt_build import EngineMeta, check_engine_compatible
+    from cvmatte.engine.backends.tensorrt_build import EngineMeta, check_engine_compatible
 
     meta = EngineMeta("10.3.0", "Orin", "8.7", 1, 8, 8, (320, 320), "ab")
     check_engine_compatible(meta, "10.3.0", "Orin", "8.7")  # same machine: fine
@@ -216,7 +216,7 @@ def test_trt_build_without_tensorrt_says_what_to_install(tmp_path):
         pytest.skip("tensorrt is installed here")
     except ImportError:
         pass
-    from cvmatte.engine.tensorrt_build import build_engine
+    from cvmatte.engine.backends.tensorrt_build import build_engine
 
     with pytest.raises(DeviceError, match="tensorrt"):
         build_engine(tmp_path / "x.onnx", ModelSpec(name="x", input_size=(32, 32), input_name="i", output_name="o"),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cvmatte.benchmarks.samples import load_photo
+from cvmatte.samples import load_photo
 from cvmatte.engine.errors import ImageError, ImageTooLarge
 from cvmatte.engine.imageio import decode_image
 

@@ -8,8 +8,9 @@ import onnxruntime as ort
 import pytest
 
 from cvmatte import Matter
-from cvmatte.benchmarks.samples import load_photo, make_composite
+from cvmatte.samples import load_photo, make_composite
 from cvmatte.engine import metrics, tiling
+from cvmatte.engine.matting import dequantize, quantize
 from cvmatte.engine.refine import estimate_foreground, guided_filter
 
 from .conftest import region_mean
@@ -48,7 +49,8 @@ def test_image_no_larger_than_model_input_is_exactly_the_plain_pass(matter, coff
     untiled = Matter(matter.model.path, device="cpu", tile=False, despill=0).matte(rgb)
     assert tiled.tiles == 0
     np.testing.assert_array_equal(tiled.alpha, untiled.alpha)
-    np.testing.assert_allclose(tiled.alpha, plain_pass(matter.model.path, matter.spec, rgb), atol=1e-4)
+    # The result is on the 8-bit grid the PNG holds: within half a level of the plain pass.
+    np.testing.assert_allclose(tiled.alpha, plain_pass(matter.model.path, matter.spec, rgb), atol=0.5 / 255 + 1e-4)
 
 
 def test_batched_images_equal_one_at_a_time(matter):
@@ -77,7 +79,7 @@ def test_high_resolution_edges_beat_the_upsampled_coarse_alpha(matter, composite
     assert metrics.iou(r.alpha, c.alpha) > 0.95
     # Outside the band the coarse alpha decides, untouched.
     outside = ~r.band
-    np.testing.assert_array_equal(r.alpha[outside], r.coarse[outside])
+    np.testing.assert_array_equal(r.alpha[outside], dequantize(quantize(r.coarse[outside])))
 
 
 def test_tiles_cover_the_boundary_not_the_area(matter, composite):

@@ -103,7 +103,7 @@ def test_cuda_request_fails_with_a_diagnosis_not_a_silent_cpu_run(matter):
 
 def test_import_cvmatte_pulls_no_heavy_stack():
     code = (
-        "import sys, cvmatte, cvmatte.engine.matting, cvmatte.engine.pipeline, cvmatte.cli\n"
+        "import sys, cvmatte, cvmatte.engine.matting, cvmatte.engine.catalog, cvmatte.server, cvmatte.cli\n"
         "heavy = [m for m in ('torch', 'tensorflow', 'tensorrt', 'cuda', 'pycuda', 'modelscope') if m in sys.modules]\n"
         "print(','.join(heavy))"
     )
@@ -132,7 +132,7 @@ def test_packaged_refiner_beats_the_guided_filter_in_the_band(tmp_path):
     evaluation shot it never saw: lower SAD and gradient error in the band than the guided filter."""
     assert "cvunet-refiner" in PACKAGED and PACKAGED["cvunet-refiner"].in_channels == 4
     from cvmatte import Matter
-    from cvmatte.benchmarks.samples import make_composite
+    from cvmatte.samples import make_composite
     from cvmatte.engine import metrics
 
     resolved = zoo.resolve("cvunet-refiner", tmp_path)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cvmatte.benchmarks import models as bench
-from cvmatte.benchmarks.samples import write_demo_photos
+from cvmatte.samples import write_demo_photos
 from cvmatte.distill import data
 
 

@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from cvmatte.benchmarks.samples import write_demo_photos
+from cvmatte.samples import write_demo_photos
 from cvmatte.engine import imageio
-from cvmatte.engine.outputs import SkuResolver, compose_on_canvas
+from cvmatte.engine.outputs import OutputSpec, SkuResolver, on_background
 
 
 @pytest.fixture()
@@ -40,7 +40,7 @@ def read_rgba(path):
 def test_matte_files_writes_every_good_image_and_reports_every_bad_one(matter, catalog, tmp_path):
     folder, n_good, n_bad = catalog
     out = tmp_path / "out"
-    report = matter.matte_files([folder], out, alpha=True, white_bg=True, canvas=(400, 400))
+    report = matter.matte_files([folder], out, alpha=True, background="white", canvas=(400, 400))
     assert len(report.succeeded) == n_good and len(report.failed) == n_bad
     for r in report.failed:
         assert Path(r.input).name in r.error
@@ -56,21 +56,21 @@ def test_matte_files_writes_every_good_image_and_reports_every_bad_one(matter, c
         p = Path(r.outputs["rgba"])
         assert p.name.endswith("_matte.png") and p.parent.name.endswith("_" + r.sku)
         assert p.parent.parent.name.isdigit() and len(p.parent.parent.name) == 8  # YYYYMMDD
-        assert cv2.imread(r.outputs["white"]).shape == (400, 400, 3)
+        assert cv2.imread(r.outputs["background"]).shape == (400, 400, 3)
         assert cv2.imread(r.outputs["alpha"], cv2.IMREAD_UNCHANGED).ndim == 2
     sku2 = sorted(p.name for p in rgba_paths if p.parent.name.endswith("_SKU-2"))
-    assert sku2 == ["coffee_jpg_matte.png", "coffee_png_matte.png"]
+    assert sku2 == ["coffee_matte.png", "coffee_png_matte.png"]  # the one name planner
     assert not list(out.rglob("*.part"))
     rows = [json.loads(line) for line in report.manifest.read_text().splitlines()]
     assert len(rows) == n_good + n_bad
-    assert {row["input"] for row in rows} == {r.input for r in report.results}
+    assert {row["input"] for row in rows} == {r.input for r in report.rows}
     assert all(len(row["sha256"]) == 64 for row in rows if "empty" not in row["input"])
 
 
 def test_cut_out_on_white_has_no_background_fringe():
     """On a real-texture composite with exact alpha, the despilled foreground laid on white is
     close to the ideal cut-out where the edge is soft; the raw photo's colours carry a fringe."""
-    from cvmatte.benchmarks.samples import make_composite
+    from cvmatte.samples import make_composite
     from cvmatte.engine.refine import estimate_foreground
 
     c = make_composite(megapixels=1.0, seed=3, bg_photo="astronaut.png")
@@ -113,12 +113,12 @@ def test_sku_from_csv_then_regex_then_folder(tmp_path):
     assert SkuResolver()(Path("a/../../etc/passwd")) != ".."  # names never climb out
 
 
-def test_canvas_centres_the_product_with_its_margin():
+def test_canvas_centres_the_product_at_its_fill():
     fg = np.zeros((100, 200, 3), np.uint8)
     fg[...] = (10, 200, 10)
     alpha = np.zeros((100, 200), np.float32)
     alpha[20:60, 50:150] = 1.0  # a 100 x 40 product
-    out = compose_on_canvas(fg, alpha, canvas=(300, 300), margin=0.1)
+    out = on_background(fg, alpha, OutputSpec(background="white", canvas=(300, 300), fill=0.8))
     assert out.shape == (300, 300, 3)
     green = out[..., 1] > 150
     ys, xs = np.nonzero(green & (out[..., 0] < 50))
@@ -169,3 +169,51 @@ def test_cli_models_lists_the_zoo():
 def test_cli_missing_input_is_a_clear_error(tmp_path):
     proc = run_cli("matte", str(tmp_path / "nope.jpg"), "-o", str(tmp_path / "o"))
     assert proc.returncode == 2 and "nope.jpg" in proc.stderr
+
+
+def test_the_same_photo_gives_the_same_bytes_through_every_front_door(tmp_path):
+    """`cvmatte matte`, the API's matte_files and matte, a catalog run and its cached re-run, and
+    the service: one per-image path, so byte-identical outputs of every kind."""
+    from cvmatte import Matter
+    from cvmatte.engine.outputs import KINDS
+    from cvmatte.server import Service, Settings
+
+    photos = [p for p in write_demo_photos(tmp_path / "in") if p.stem in ("coffee", "chelsea")]
+    opts = dict(alpha=True, background="#f4f4f4", canvas=(300, 300), fill=0.7, shadow=True)
+    proc = run_cli("matte", *map(str, photos), "-o", str(tmp_path / "cli"), "-m", "u2netp", "--device", "cpu",
+                   "--alpha", "--background", "#f4f4f4", "--canvas", "300x300", "--fill", "0.7", "--shadow", "-q")
+    assert proc.returncode == 0, proc.stderr
+
+    def read(report):
+        return {(Path(r.input).stem, kind): Path(p).read_bytes() for r in report.rows for kind, p in r.outputs.items()}
+
+    with Matter("u2netp", device="cpu") as m:
+        direct = m.matte(photos[0])
+        doors = {"api": read(m.matte_files(photos, tmp_path / "api", **opts)),
+                 "catalog": read(m.catalog(photos, tmp_path / "cat", **opts))}
+        rerun = m.catalog(photos, tmp_path / "cat", **opts)
+        assert rerun.summary["cache_hits"] == 2 and rerun.summary["model_runs"] == 0
+        doors["catalog re-run"] = read(rerun)
+    doors["cli"] = {(p.name.rsplit("_", 1)[0], kind): p.read_bytes()
+                    for kind, k in KINDS.items() for p in (tmp_path / "cli").rglob(f"*{k.suffix}")}
+    service = Service("u2netp", device="cpu", refiners=("guided",))
+    try:
+        def spec(kind):  # one kind a request, as the HTTP layer asks
+            return OutputSpec(rgba=kind == "rgba", alpha=kind == "alpha",
+                              background=opts["background"] if kind == "background" else None,
+                              canvas=opts["canvas"], fill=opts["fill"], shadow=opts["shadow"])
+
+        doors["service"] = {(p.stem, kind): service.matte_bytes(p.read_bytes(), p.name,
+                                                                Settings(output=kind, spec=spec(kind)))[0]
+                            for p in photos for kind in KINDS}
+    finally:
+        service.close()
+    reference = doors.pop("api")
+    assert len(reference) == 2 * len(KINDS)
+    for door, outputs in doors.items():
+        assert outputs.keys() == reference.keys(), door
+        different = [key for key in reference if outputs[key] != reference[key]]
+        assert not different, f"{door} differs from the API on {different}"
+    # The in-memory result is the PNG's pixels.
+    png = cv2.imread(str(next(tmp_path.glob("api/*/*/coffee_matte.png"))), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(png[..., [2, 1, 0, 3]], direct.rgba)

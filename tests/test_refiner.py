@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is not installed (the export extra)")
 
 from cvmatte import Matter  # noqa: E402
-from cvmatte.benchmarks.samples import load_photo, make_composite, write_demo_photos  # noqa: E402
+from cvmatte.samples import load_photo, make_composite, write_demo_photos  # noqa: E402
 from cvmatte.distill import data  # noqa: E402
 from cvmatte.distill.corpus import build_corpus, compose, photographic_cutouts  # noqa: E402
 from cvmatte.engine.nets.cvunet import build  # noqa: E402

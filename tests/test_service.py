@@ -21,7 +21,7 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 
-from cvmatte.benchmarks.samples import write_demo_photos  # noqa: E402
+from cvmatte.samples import write_demo_photos  # noqa: E402
 from cvmatte.engine import zoo  # noqa: E402
 
 

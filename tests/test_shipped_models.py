@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 from cvmatte import Matter
-from cvmatte.benchmarks.samples import load_photo, write_demo_photos
+from cvmatte.samples import load_photo, write_demo_photos
 from cvmatte.engine import metrics, zoo
 
 NAME = "u2netp-product"

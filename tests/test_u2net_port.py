@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from cvmatte import Matter  # noqa: E402
-from cvmatte.benchmarks.samples import PHOTOS, load_photo, write_demo_photos  # noqa: E402
+from cvmatte.samples import PHOTOS, load_photo, write_demo_photos  # noqa: E402
 from cvmatte.engine import zoo  # noqa: E402
 from cvmatte.engine.backends.onnxruntime import OrtBackend  # noqa: E402
 from cvmatte.engine.errors import ModelError  # noqa: E402
@@ -57,7 +57,8 @@ def test_torch_backend_runs_the_default_model_like_onnx_runtime(matter):
     ref = Matter("u2netp", device="cpu", despill=0.0)
     photo = load_photo("chelsea.png")
     assert "torch eager fp32" in ours.backend.describe()
-    assert np.abs(ours.matte(photo).alpha - ref.matte(photo).alpha).max() <= 1e-3
+    # Both on the 8-bit grid: at most one level apart where a value sits at a rounding boundary.
+    assert np.abs(ours.matte(photo).alpha - ref.matte(photo).alpha).max() <= 1 / 255 + 1e-6
 
 
 def test_checkpoint_round_trip_keeps_a_pruned_layout(tmp_path, port, matter):

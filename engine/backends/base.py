@@ -1,4 +1,5 @@
-"""The interface every backend implements, and the factory that picks one by name."""
+"""The interface every backend implements, and the slot helpers they share. The factory that picks
+a backend by name is `create_backend` in this package's `__init__`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ from typing import Protocol
 import numpy as np
 
 from ..batching import Slot
-from ..errors import DeviceError
-from ..zoo import ResolvedModel
 
 
 class Backend(Protocol):
@@ -103,38 +102,3 @@ class DeviceSlots(HostSlots):
             outs.append(slot.host_out[:len(part)].astype(np.float32))
         return np.concatenate(outs)
 
-
-BACKENDS = ("onnxruntime", "torch", "tensorrt")
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")
-
-
-def create_backend(
-    model: ResolvedModel,
-    backend: str = "onnxruntime",
-    device: str = "auto",
-    threads: int | None = None,
-    allow_cpu_fallback: bool = False,
-    precision: str = "fp32",
-    cuda_graphs: bool = False,
-) -> Backend:
-    """backend: onnxruntime (ONNX files; CPU, CUDA or TensorRT execution providers), torch (CV-UNet and U²-Net-p
-    checkpoints; eager or CUDA graphs, FP16 on CUDA) or tensorrt (an engine built on this GPU).
-    precision and cuda_graphs apply to the torch backend."""
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {device!r}")
-    if backend == "onnxruntime":
-        from .onnxruntime import OrtBackend
-
-        return OrtBackend(model, device=device, threads=threads, allow_cpu_fallback=allow_cpu_fallback)
-    if backend == "torch":
-        from .torch_backend import TorchBackend
-
-        return TorchBackend.from_model(model, device=device, precision=precision, cuda_graphs=cuda_graphs,
-                                       threads=threads, allow_cpu_fallback=allow_cpu_fallback)
-    if backend == "tensorrt":
-        from .tensorrt import TensorRTBackend
-
-        if device not in ("auto", "cuda", "tensorrt"):
-            raise DeviceError(f"the tensorrt backend runs on an NVIDIA GPU only; got --device {device}")
-        return TensorRTBackend(model)
-    raise DeviceError(f"unknown backend {backend!r}; this build has {', '.join(BACKENDS)}")

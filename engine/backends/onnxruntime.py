@@ -16,7 +16,7 @@ import numpy as np
 
 from ..batching import Slot
 from ..errors import DeviceError
-from ..zoo import ResolvedModel
+from ..spec import ResolvedModel
 from .base import HostSlots, activate
 
 log = logging.getLogger("cvmatte")
@@ -108,6 +108,13 @@ class OrtBackend(HostSlots):
         # I/O binding into pinned buffers where ORT runs on the GPU and the model's I/O is float32.
         self.on_gpu = self.providers[0] in (CUDA, TRT)
         self.bind_pinned = self.on_gpu and self._dtype == np.float32
+
+    @classmethod
+    def from_model(cls, model: ResolvedModel, *, device: str = "auto", threads: int | None = None,
+                   allow_cpu_fallback: bool = False, precision: str = "fp32", cuda_graphs: bool = False) -> "OrtBackend":
+        """create_backend's entry; precision comes from the ONNX file itself and ORT has no CUDA-graph
+        option here, so those two are ignored."""
+        return cls(model, device=device, threads=threads, allow_cpu_fallback=allow_cpu_fallback)
 
     def host_buffer(self, shape, dtype=np.float32):
         if not self.bind_pinned:

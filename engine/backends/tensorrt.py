@@ -24,8 +24,8 @@ import numpy as np
 from .. import cuda_host
 from ..batching import Slot
 from ..errors import DeviceError
-from ..spec import sha256_file
-from ..zoo import ResolvedModel, cache_dir
+from ..spec import ResolvedModel, sha256_file
+from ..zoo import cache_dir
 from .base import DeviceSlots, activate
 
 log = logging.getLogger("cvmatte")
@@ -59,7 +59,7 @@ class TensorRTBackend(DeviceSlots):
     on_gpu = True
 
     def __init__(self, model: ResolvedModel, max_batch: int = 8):
-        from ..tensorrt_build import build_engine, check_engine_compatible, load_engine_meta
+        from .tensorrt_build import build_engine, check_engine_compatible, load_engine_meta
 
         trt = _import_tensorrt()
         self.spec = model.spec
@@ -97,6 +97,16 @@ class TensorRTBackend(DeviceSlots):
         self.profile = 0
         self.h2d, self.compute, self.d2h = (cuda_host.new_stream() for _ in range(3))
         self.providers = [f"TensorRT {trt.__version__}", gpu]
+
+    @classmethod
+    def from_model(cls, model: ResolvedModel, *, device: str = "auto", threads: int | None = None,
+                   allow_cpu_fallback: bool = False, precision: str = "fp32",
+                   cuda_graphs: bool = False) -> "TensorRTBackend":
+        """create_backend's entry: GPU only; precision comes from the engine (built from the ONNX file's
+        own precision), and threads, CPU fallback and CUDA graphs do not apply."""
+        if device not in ("auto", "cuda", "tensorrt"):
+            raise DeviceError(f"the tensorrt backend runs on an NVIDIA GPU only; got --device {device}")
+        return cls(model)
 
     def describe(self) -> str:
         return f"tensorrt {self.providers[0]} on {self.providers[1]}"

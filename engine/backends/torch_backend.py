@@ -23,8 +23,7 @@ import numpy as np
 
 from ..batching import Slot
 from ..errors import DeviceError, ModelError
-from ..spec import ModelSpec
-from ..zoo import ResolvedModel
+from ..spec import ModelSpec, ResolvedModel
 from .base import DeviceSlots
 
 log = logging.getLogger("cvmatte")
@@ -110,10 +109,14 @@ class TorchBackend(DeviceSlots):
         self._dtype = dtype
 
     @classmethod
-    def from_model(cls, model: ResolvedModel, **kwargs) -> "TorchBackend":
+    def from_model(cls, model: ResolvedModel, *, device: str = "auto", threads: int | None = None,
+                   allow_cpu_fallback: bool = False, precision: str = "fp32", cuda_graphs: bool = False,
+                   max_batch: int = 16) -> "TorchBackend":
         """Checkpoints (`.pt` from `cvmatte distill` / `cvmatte finetune`: CV-UNets and U²-Net-p,
         pruned or not) and U²-Net-p ONNX files (the default model), ported to torch from the
         file's own weights."""
+        kwargs = dict(device=device, precision=precision, cuda_graphs=cuda_graphs, threads=threads,
+                      allow_cpu_fallback=allow_cpu_fallback, max_batch=max_batch)
         path = Path(model.path)
         _import_torch()
         if path.suffix == ".pt":

@@ -15,9 +15,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import DeviceError
-from .imageio import atomic_write_bytes
-from .spec import ModelSpec
+from ..errors import DeviceError
+from ..imageio import atomic_write_bytes
+from ..spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def _import_tensorrt():
 
 def current_gpu() -> tuple[str, str]:
     """(name, 'major.minor') of CUDA device 0, through cuda-python."""
-    from cvmatte.engine.cuda_host import device_name_and_capability
+    from ..cuda_host import device_name_and_capability
 
     return device_name_and_capability(0)
 

@@ -1,0 +1,142 @@
+"""A run over many files: validate and classify every input, matte what is new (runner.py), write
+standard outputs, a manifest row per input and a summary; resumable, safe to share an output folder.
+
+    SkuLayout (catalog run)             OUT/<SKU>/<stem>_matte.png (+ _alpha.png, _background.jpg)
+                                        OUT/manifest.jsonl, OUT/summary.json, OUT/.cache/
+    DatedLayout (cvmatte matte)         OUT/YYYYMMDD/HHMMSS_<SKU>/<stem>_matte.png ...
+                                        OUT/YYYYMMDD/HHMMSS_manifest.jsonl, ..._summary.json
+
+The cache holds the final alpha per (file bytes, model, settings): a re-run does no model work and
+gives the same bytes. Safety: every output and cache file is written to a temporary file and
+renamed; a manifest row is appended under a lock, in one write, only after the image's outputs
+exist. So a `kill -9` leaves at worst an image whose outputs exist without its row (redone, from
+the cache, by `--resume`) and a stray temporary file (removed by the next catalog run); two runs
+writing into one folder interleave whole rows and whole files, never parts of them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .. import imageio, outputs
+from ..batching import BatchStats
+from ..matting import MattingEngine
+from ..quality import QualityThresholds
+from ..refiners import TileRefiner
+from ..settings import MatteSettings
+from .runner import FileSink, Row, Runner
+from .store import AlphaCache, Manifest
+from .validate import Entry, validate
+
+#: executor(runner, entries) -> rows: where the images run (default: runner.run, on this machine).
+Executor = Callable[[Runner, list[Entry]], Iterable[Row]]
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    rows: list[Row]
+    seconds: float
+    manifest: Path
+    summary: dict
+    #: The coarse pass's batches (over the engine's life): fill, part-filled launches, busy share.
+    batching: BatchStats | None = None
+
+    def by_status(self, status: str) -> list[Row]:
+        return [r for r in self.rows if r.status == status]
+
+    @property
+    def succeeded(self) -> list[Row]:
+        return [r for r in self.rows if r.ok]
+
+    @property
+    def failed(self) -> list[Row]:
+        return [r for r in self.rows if not r.ok]
+
+
+def summarize(run_id: str, rows: list[Row], seconds: float, new_rows: int | None = None) -> dict:
+    """new_rows: how many of the rows this invocation produced (a resumed run's earlier rows do
+    not count towards its images/s)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    fresh = rows if new_rows is None else rows[len(rows) - new_rows:]
+    return {
+        "run": run_id, "inputs": len(rows), "counts": counts,
+        "cache_hits": sum(r.cache == "hit" for r in rows),
+        "model_runs": sum(r.cache == "miss" for r in rows),
+        "duplicates": sum(bool(r.duplicate_of) for r in rows),
+        "failures": [{"input": r.input, "error": r.error} for r in rows if not r.ok],
+        "review": [{"input": r.input, "flags": r.flags, "outputs": r.outputs} for r in rows if r.status == "review"],
+        "seconds": seconds, "images_per_s": sum(r.ok for r in fresh) / seconds if seconds > 0 else 0.0,
+    }
+
+
+def _clean_stray_parts(out: Path) -> None:
+    """Temporary files a killed run left behind (never a finished output: those are renamed)."""
+    for p in Path(out).rglob(".*.part"):
+        try:
+            p.unlink()
+        except OSError:
+            pass
+
+
+def _taken(old: list[dict]) -> dict[tuple[str, str], str]:
+    """(sku, stem) -> input, for every cut-out an earlier run of this manifest wrote."""
+    suffix = outputs.KINDS["rgba"].suffix
+    return {(r["sku"], Path(p).name[:-len(suffix)]): r["input"] for r in old
+            for p in (r.get("outputs") or {}).values() if Path(p).name.endswith(suffix)}
+
+
+def run_catalog(inputs: list[str | Path], engine: MattingEngine, layout: outputs.SkuLayout,
+                spec: outputs.OutputSpec | None = None, *, model_id: str = "", backend_name: str = "",
+                cache: bool = True, resume: bool = False, sku: outputs.SkuResolver | None = None, min_side: int = 32,
+                thresholds: QualityThresholds | None = None, settings: MatteSettings | None = None,
+                refiner: TileRefiner | None = None, on_row: Callable[[Row], None] | None = None,
+                executor: Executor | None = None) -> RunReport:
+    """Validate, then matte every accepted input not finished yet, rows appended as they finish.
+    cache: keep alphas under OUT/.cache (a catalog), or not (`cvmatte matte`); resume: finish the
+    manifest's last run instead of starting a new one."""
+    t0 = time.perf_counter()
+    spec = spec or outputs.OutputSpec()
+    settings = settings or engine.settings
+    layout.root.mkdir(parents=True, exist_ok=True)
+    if cache:
+        _clean_stray_parts(layout.root)
+    manifest = Manifest(layout.manifest)
+    old = manifest.rows()
+    entries = validate(imageio.list_images([str(i) for i in inputs]), sku, min_side, settings.max_pixels,
+                       taken=_taken(old))
+    run_id, previous = "", []
+    if resume and old:
+        run_id = old[-1]["run"]
+        previous = [Row.from_dict(r) for r in old if r["run"] == run_id]
+        finished = {r.input for r in previous}
+        entries = [e for e in entries if e.input not in finished]
+    run_id = run_id or time.strftime("%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6]
+    rows = list(previous)
+
+    def record(row: Row):
+        manifest.append(row.to_dict())
+        rows.append(row)
+        if on_row:
+            on_row(row)
+
+    for e in entries:
+        if e.reject is not None:
+            record(Row(e.input, e.sha256, e.sku, status="rejected", error=e.reject, run=run_id))
+    accepted = [e for e in entries if e.reject is None]
+    runner = Runner(engine, spec, FileSink(layout), model_id=model_id, backend_name=backend_name, run_id=run_id,
+                    cache=AlphaCache(layout.root / ".cache") if cache else None, thresholds=thresholds,
+                    settings=settings, refiner=refiner)
+    for row in (executor or Runner.run)(runner, accepted):
+        record(row)
+    seconds = time.perf_counter() - t0
+    summary = summarize(run_id, rows, seconds, new_rows=len(rows) - len(previous))
+    imageio.atomic_write_bytes(layout.summary, json.dumps(summary, indent=1).encode())
+    return RunReport(run_id, rows, seconds, manifest.path, summary, getattr(engine.backend, "stats", None))

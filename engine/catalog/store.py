@@ -1,0 +1,91 @@
+"""What a catalog keeps between runs: the alpha cache and the manifest.
+
+Both are safe to share between processes: cache entries are written to a temporary file and
+renamed (the JSON last: it is the entry's commit mark), and a manifest row is appended whole under
+an exclusive lock (filelock: the same on Linux, macOS and Windows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+from filelock import FileLock
+
+from .. import imageio
+from ..settings import MatteSettings
+
+#: Settings that do not change the alpha (speed only) and so do not enter the cache key.
+_SPEED_ONLY = {"batch_size", "io_workers", "max_inflight", "flush_ms", "ring_depth", "tile_batch", "max_pixels"}
+
+
+def settings_digest(settings: MatteSettings, refiner_name: str) -> str:
+    d = {k: v for k, v in asdict(settings).items() if k not in _SPEED_ONLY}
+    d["refiner"] = refiner_name
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class AlphaCache:
+    """Final alphas keyed by sha256(file bytes) + model name and sha256 + settings."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def key(self, file_sha256: str, model_id: str, settings_digest: str) -> str:
+        return hashlib.sha256(f"{file_sha256}|{model_id}|{settings_digest}".encode()).hexdigest()
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        d = self.folder / key[:2]
+        return d / f"{key}.png", d / f"{key}.json"
+
+    def get(self, key: str) -> tuple[np.ndarray, dict] | None:
+        """-> (alpha uint8 [H, W], record) or None."""
+        png, meta = self._paths(key)
+        if not meta.is_file():
+            return None
+        alpha = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+        if alpha is None:
+            return None
+        return alpha, json.loads(meta.read_text())
+
+    def put(self, key: str, alpha_u8: np.ndarray, record: dict) -> None:
+        png, meta = self._paths(key)
+        imageio.atomic_write_bytes(png, imageio.encode_png(alpha_u8))
+        imageio.atomic_write_bytes(meta, json.dumps(record).encode())
+
+
+class Manifest:
+    """JSON lines, appended whole under an exclusive lock (safe across processes and threads)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = FileLock(str(self.path) + ".lock")
+
+    def rows(self) -> list[dict]:
+        """Every complete row; a line cut short by a kill is skipped."""
+        if not self.path.is_file():
+            return []
+        out = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def append(self, row: dict) -> None:
+        line = (json.dumps(row, sort_keys=True) + "\n").encode()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            with open(self.path, "ab+") as f:
+                size = f.seek(0, os.SEEK_END)
+                if size:
+                    f.seek(size - 1)
+                    if f.read(1) != b"\n":
+                        line = b"\n" + line  # a row cut short by a kill: end its line so ours stands alone
+                f.write(line)
