@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import weakref
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -79,6 +80,10 @@ class Matter:
         default = self.refiner(refiner) if isinstance(refiner, (str, Path)) else refiner
         self.batcher = DynamicBatcher(self.backend, s.batch_size, s.ring_depth, s.flush_ms)
         self.engine = MattingEngine(self.batcher, self.model.spec, s, default)
+        # Dropped without close(), the batchers' threads would keep the model loaded for the life
+        # of the process: they stop when the engine goes (with this Matter, or later where the
+        # engine was handed on, as to a Ray actor). The finalizer holds the batchers only.
+        self._finalizer = weakref.finalize(self.engine, _close_batchers, self.batcher, self._refiners)
 
     def refiner(self, name: str | Path) -> TileRefiner:
         """A tile refiner by name ("guided", a zoo name or an ONNX file), loaded once and kept."""
@@ -95,10 +100,7 @@ class Matter:
 
     def close(self) -> None:
         """Stop the batchers' threads; the Matter cannot matte after this."""
-        self.batcher.close()
-        for r in self._refiners.values():
-            if isinstance(getattr(r, "batcher", None), DynamicBatcher):
-                r.batcher.close()
+        self._finalizer()
 
     def __enter__(self) -> "Matter":
         return self
@@ -193,6 +195,13 @@ class Matter:
         """catalog() on the files of a folder as they arrive (see engine/catalog/watch.py)."""
         return watch_catalog(folder, lambda paths, resume: self.catalog(paths, out, resume=resume, **catalog_options),
                              settle_s, idle_exit_s)
+
+
+def _close_batchers(batcher: DynamicBatcher, refiners: dict) -> None:
+    batcher.close()
+    for r in refiners.values():
+        if isinstance(getattr(r, "batcher", None), DynamicBatcher):
+            r.batcher.close()
 
 
 def _engine_for_actor(kwargs: dict) -> MattingEngine:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -45,8 +46,9 @@ class MatteResult:
     band: np.ndarray | None = None
     timings: dict = field(default_factory=dict)
 
-    @property
+    @cached_property
     def alpha_u8(self) -> np.ndarray:
+        """Computed once: the rgba and alpha outputs and the cache all take it."""
         return quantize(self.alpha)
 
     @property

@@ -237,7 +237,9 @@ class Runner:
             d = loaded.decoded
             result = self.engine.finish(d.rgb, coarse_small, d.alpha, {"coarse_s": coarse_s}, self.settings,
                                         self.refiner)
+            t0 = time.perf_counter()
             measures = quality.measure(result.alpha, result.coarse)
+            result.timings["quality_s"] = time.perf_counter() - t0
             if self.cache is not None:
                 self.cache.put(loaded.key, result.alpha_u8, {"quality": measures, "input": loaded.entry.input})
                 loaded.row.cache = "miss"
