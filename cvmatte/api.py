@@ -165,16 +165,19 @@ class Matter:
                            sku=SkuResolver(sku_regex, sku_csv), min_side=min_side, thresholds=thresholds,
                            on_row=on_row)
 
-    def catalog(self, inputs, out: str | Path, *, resume: bool = False, rgba: bool = True, alpha: bool = False,
+    def catalog(self, inputs, out: str | Path, *, resume: bool = False, retry_failed: bool = True,
+                rgba: bool = True, alpha: bool = False,
                 background: str | None = None, canvas: tuple[int, int] | None = None, fill: float = 0.8,
                 shadow: bool = False, thresholds: QualityThresholds | None = None, sku_regex: str | None = None,
                 sku_csv: str | Path | None = None, min_side: int = 32, workers: int | None = None, ray: bool = False,
                 ray_address: str | None = None, ray_actors: int | None = None, ray_gpus_per_actor: float = 0.0,
-                on_row: Callable[[Row], None] | None = None) -> RunReport:
+                on_row: Callable[[Row], None] | None = None, on_start: Callable[[int], None] | None = None
+                ) -> RunReport:
         """The catalog pipeline (cvmatte.engine.catalog): validate, matte what is not cached, flag
         for review, write OUT/<SKU>/<stem>_matte.png (+ alpha, + background) and OUT/manifest.jsonl.
-        resume=True finishes the last run without redoing its images; ray=True sends the images to
-        Ray Data actors (a local cluster unless ray_address)."""
+        resume=True finishes the last run without redoing its images (its failed ones are tried
+        again unless retry_failed=False); ray=True sends the images to Ray Data actors (a local
+        cluster unless ray_address). on_start(n): called with the number of inputs to do."""
         spec = OutputSpec(rgba=rgba, alpha=alpha, background=background, canvas=canvas, fill=fill, shadow=shadow)
         executor = None
         if ray:
@@ -185,10 +188,10 @@ class Matter:
             executor = ray_executor(functools.partial(_engine_for_actor, kwargs), ray_address, ray_actors,
                                     gpus_per_actor=ray_gpus_per_actor)
         return run_catalog(_as_list(inputs), self.engine, SkuLayout(Path(out)), spec, model_id=self.model_id,
-                           backend_name=self.backend.describe(), cache=True, resume=resume,
+                           backend_name=self.backend.describe(), cache=True, resume=resume, retry_failed=retry_failed,
                            sku=SkuResolver(sku_regex, sku_csv), min_side=min_side, thresholds=thresholds,
                            settings=self.run_settings(io_workers=workers) if workers else None, on_row=on_row,
-                           executor=executor)
+                           on_start=on_start, executor=executor)
 
     def watch(self, folder: str | Path, out: str | Path, *, settle_s: float = 1.0, idle_exit_s: float | None = None,
               **catalog_options) -> list[Row]:
@@ -221,6 +224,8 @@ def _split_array(image: np.ndarray, max_pixels: int) -> tuple[np.ndarray, np.nda
     if image.ndim != 3 or image.shape[2] not in (3, 4):
         raise ImageError(None, f"expected [H, W], [H, W, 3] or [H, W, 4], got shape {image.shape}")
     h, w = image.shape[:2]
+    if h == 0 or w == 0:
+        raise ImageError(None, f"the array has no pixels (shape {image.shape})")
     if h * w > max_pixels:
         raise imageio.ImageTooLarge(None, f"{w}x{h} is over the pixel limit of {max_pixels / 1e6:.1f} MP")
     if image.shape[2] == 4:

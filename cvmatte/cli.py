@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -10,15 +12,78 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.text import Text
 from rich.table import Table
 
 from .engine import zoo
 from .engine.errors import CvmatteError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]},
                   help="cvmatte: cut products out of photos (RGBA PNG with a soft alpha), fast.")
-console = Console(stderr=True)
+# soft_wrap: a log line is one line, also in a file or a pipe (Rich wraps at 80 columns there).
+console = Console(stderr=True, soft_wrap=True)
+
+
+def _version(value: bool):
+    if value:
+        from . import __version__
+
+        typer.echo(f"cvmatte {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """cvmatte: cut products out of photos (RGBA PNG with a soft alpha), fast."""
+
+
+def _fail(message: str) -> None:
+    """An operator's mistake: one line, exit 2, before any model is loaded."""
+    console.print(f"[red]error:[/] {escape(message)}")
+    raise typer.Exit(2)
+
+
+def _check_out_dir(out: Path, option: str = "-o") -> None:
+    if out.exists() and not out.is_dir():
+        _fail(f"{option} {out}: is a file; give a folder")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        _fail(f"{option} {out}: cannot write into {parent} (permission denied)")
+
+
+def _check_runtime_choices(backend: str, device: str) -> None:
+    from .engine.backends import BACKENDS, DEVICES
+
+    if backend not in BACKENDS:
+        _fail(f"--backend {backend}: not one of {', '.join(BACKENDS)}")
+    if device not in DEVICES:
+        _fail(f"--device {device}: not one of {', '.join(DEVICES)}")
+
+
+def _sku_resolver(regex: Optional[str], csv_path: Optional[Path]):
+    from .engine.outputs import SkuResolver
+
+    if regex is not None:
+        try:
+            re.compile(regex)
+        except re.error as e:
+            _fail(f"--sku-regex {regex!r}: not a regular expression ({e})")
+    if csv_path is not None and not csv_path.is_file():
+        _fail(f"--sku-csv {csv_path}: no such file")
+    try:
+        return SkuResolver(regex, csv_path)
+    except (OSError, UnicodeDecodeError) as e:
+        _fail(f"--sku-csv {csv_path}: cannot read ({e})")
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:.2f} images/s" if task.speed else "")
 
 
 def _parse_canvas(text: Optional[str]) -> Optional[tuple[int, int]]:
@@ -72,12 +137,22 @@ def _report_row(progress, task, quiet: bool):
 
 
 def _progress(quiet: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console, disable=quiet)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, disable=quiet)
+
+
+def _interrupted() -> None:
+    console.print("interrupted: the outputs and manifest rows written so far are kept (catalogs: --resume "
+                  "finishes the run)")
+    raise typer.Exit(130)
 
 
 def _print_summary(report, out: Path) -> None:
     s = report.summary
+    if s.get("skipped"):
+        names = ", ".join(Path(p).name for p in s["skipped"][:5]) + (", ..." if len(s["skipped"]) > 5 else "")
+        console.print(f"[yellow]skipped:[/] {len(s['skipped'])} file(s) in the input folders that are not images "
+                      f"cvmatte reads (.jpg .png .webp .bmp .tif): {escape(names)}")
     n_ok = len(report.succeeded)
     review = s["counts"].get("review", 0)
     console.print(f"done: {n_ok} ok, {len(report.failed)} failed ({review} to review) in {report.seconds:.1f} s "
@@ -129,29 +204,34 @@ def matte(
     from .engine.imageio import list_images
 
     spec = _output_spec(alpha, background, canvas, fill, shadow, white_bg, margin)
+    _check_out_dir(out)
+    _check_runtime_choices(backend, device)
+    _sku_resolver(sku_regex, sku_csv)
     try:
-        paths = list_images(inputs)
+        paths = list_images(inputs, exclude=[out])
     except FileNotFoundError as e:
-        console.print(f"[red]error:[/] {escape(str(e))}")
-        raise typer.Exit(2)
+        _fail(str(e))
     if not paths:
-        console.print("[red]error:[/] no images found in " + escape(", ".join(inputs)))
-        raise typer.Exit(2)
+        _fail("no images found in " + ", ".join(inputs))
     try:
         m = Matter(model, backend, device, threads=threads, allow_cpu_fallback=allow_cpu_fallback, refiner=refiner,
                    precision=precision, cuda_graphs=cuda_graphs, tile=tile, despill=despill,
                    flush_ms=flush_ms, max_pixels=int(max_megapixels * 1e6),
                    **({"batch_size": batch_size} if batch_size else {}))
     except CvmatteError as e:
-        console.print(f"[red]error:[/] {escape(str(e))}")
-        raise typer.Exit(2)
+        _fail(str(e))
     console.print(f"cvmatte: {len(paths)} image(s), {m.describe()}", highlight=False)
     if m.backend.fell_back:
         console.print("[yellow]warning:[/] running on the CPU: the requested GPU device could not be used")
-    with m, _progress(quiet) as progress:
-        task = progress.add_task("matting", total=len(paths))
-        report = m.matte_files(paths, out, rgba=spec.rgba, **_spec_kwargs(spec), sku_regex=sku_regex, sku_csv=sku_csv,
-                               on_row=_report_row(progress, task, quiet))
+    try:
+        with m, _progress(quiet) as progress:
+            task = progress.add_task("matting", total=len(paths))
+            report = m.matte_files(inputs, out, rgba=spec.rgba, **_spec_kwargs(spec), sku_regex=sku_regex,
+                                   sku_csv=sku_csv, on_row=_report_row(progress, task, quiet))
+    except KeyboardInterrupt:
+        _interrupted()
+    except CvmatteError as e:
+        _fail(str(e))
     _print_summary(report, out)
     raise typer.Exit(1 if report.failed else 0)
 
@@ -210,7 +290,10 @@ def export(
     trt: bool = typer.Option(False, "--trt", help="Also build TensorRT engines (needs tensorrt and a GPU)."),
 ):
     """Convert a model to ONNX FP32/FP16/INT8 (and TensorRT), checking parity at every step."""
-    from .export.convert import export as run_export
+    try:
+        from .export.convert import export as run_export
+    except ImportError as e:
+        _fail(f"the export toolchain needs its extra ({e}): pip install 'cvmatte[export]'")
 
     precisions = [p.strip() for p in precision.split(",") if p.strip()]
     try:
@@ -288,7 +371,7 @@ def bench(
     resolutions: Optional[List[int]] = typer.Option(None, "--resolutions", help="Input sides timed at batch 1 (default: 320 512 768)."),
     batches: Optional[List[int]] = typer.Option(None, "--batches", help="Batch sizes timed at the model's own size (default: 1 2 4 8)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", min=3, help="Timed runs per latency figure (default 10; --quick 8)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: benchmarks/results/<machine>/)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: ./bench-results/<machine>/ under the current directory; the committed results: --out benchmarks/results/<machine>)."),
 ):
     """Latency, catalog throughput and accuracy side by side with the rembg-style loop; JSON, markdown and plots."""
     from .benchmarks.suite import BenchConfig, run as run_bench
@@ -313,6 +396,7 @@ def samples(dest: Path = typer.Argument(Path("demo"), help="Folder to write the 
     """Write the demo photos (real photos bundled with scikit-image) into a folder."""
     from .samples import write_demo_photos
 
+    _check_out_dir(dest, "DEST")
     try:
         written = write_demo_photos(dest)
     except RuntimeError as e:
@@ -360,6 +444,8 @@ def catalog_run(
     allow_cpu_fallback: bool = typer.Option(False, "--allow-cpu-fallback"),
     refiner: str = typer.Option("guided", "--refiner", help="guided or a learned refiner (cvunet-refiner)."),
     resume: bool = typer.Option(False, "--resume", help="Finish the last run: images it finished are not redone."),
+    retry_failed: bool = typer.Option(True, "--retry-failed/--no-retry-failed",
+                                      help="--resume: try the last run's failed images again."),
     watch: bool = typer.Option(False, "--watch", help="Keep watching the input folder and process new files as they arrive."),
     poll: float = typer.Option(2.0, "--poll", min=0.1, help="--watch: seconds a new file must stay unchanged before it is taken."),
     idle_exit: Optional[float] = typer.Option(None, "--idle-exit", help="--watch: stop after this many seconds with nothing new."),
@@ -389,38 +475,45 @@ def catalog_run(
     from .engine.quality import QualityThresholds
 
     spec = _output_spec(alpha, background or template, canvas, fill, shadow)
+    _check_out_dir(out)
+    _check_runtime_choices(backend, device)
+    _sku_resolver(sku_regex, sku_csv)
+    if watch and (len(inputs) != 1 or not Path(inputs[0]).is_dir()):
+        _fail("--watch takes one input folder")
+    for item in inputs:
+        if not Path(item).exists() and not any(c in item for c in "*?["):
+            _fail(f"{item}: no such file, folder or matching pattern")
     try:
         limits = QualityThresholds.from_dict(_json.loads(thresholds.read_text())) if thresholds else None
+    except (ValueError, OSError) as e:
+        _fail(f"--thresholds {thresholds}: {e}")
+    try:
         m = Matter(model, backend, device, allow_cpu_fallback=allow_cpu_fallback, refiner=refiner,
                    max_pixels=int(max_megapixels * 1e6), **({"batch_size": batch_size} if batch_size else {}))
-    except (CvmatteError, ValueError, OSError) as e:
-        console.print(f"[red]error:[/] {escape(str(e))}")
-        raise typer.Exit(2)
+    except CvmatteError as e:
+        _fail(str(e))
     console.print(f"cvmatte catalog: {m.describe()}{', on Ray' if ray else ''}", highlight=False)
-    options = dict(rgba=spec.rgba, **_spec_kwargs(spec), thresholds=limits, sku_regex=sku_regex, sku_csv=sku_csv,
-                   min_side=min_side, workers=workers, on_row=_report_row(None, None, quiet))
     try:
-        with m:
+        with m, _progress(quiet or watch) as progress:
+            task = progress.add_task("catalog", total=None)
+            options = dict(rgba=spec.rgba, **_spec_kwargs(spec), thresholds=limits, sku_regex=sku_regex,
+                           sku_csv=sku_csv, min_side=min_side, workers=workers,
+                           on_row=_report_row(progress, task, quiet))
             if watch:
-                if len(inputs) != 1 or not Path(inputs[0]).is_dir():
-                    console.print("[red]error:[/] --watch takes one input folder")
-                    raise typer.Exit(2)
                 console.print(f"watching {inputs[0]} (Ctrl-C stops)")
                 try:
                     m.watch(inputs[0], out, settle_s=poll, idle_exit_s=idle_exit, **options)
                 except KeyboardInterrupt:
                     pass
                 raise typer.Exit(0)
-            report = m.catalog(inputs, out, resume=resume, ray=ray, ray_address=ray_address, ray_actors=ray_actors,
-                               ray_gpus_per_actor=ray_gpus, **options)
+            report = m.catalog(inputs, out, resume=resume, retry_failed=retry_failed, ray=ray, ray_address=ray_address,
+                               ray_actors=ray_actors, ray_gpus_per_actor=ray_gpus,
+                               on_start=lambda n: progress.update(task, total=n), **options)
+    except KeyboardInterrupt:
+        _interrupted()
     except (FileNotFoundError, CvmatteError) as e:
-        console.print(f"[red]error:[/] {escape(str(e))}")
-        raise typer.Exit(2)
-    s = report.summary
-    counts = ", ".join(f"{v} {k}" for k, v in sorted(s["counts"].items()))
-    console.print(f"run {s['run']}: {counts}; {s['model_runs']} model runs, {s['cache_hits']} from the cache, "
-                  f"{s['duplicates']} duplicates; {s['images_per_s']:.2f} images/s", highlight=False)
-    console.print(f"manifest {report.manifest}; summary {Path(out) / 'summary.json'}", highlight=False)
+        _fail(str(e))
+    _print_summary(report, out)
     raise typer.Exit(1 if report.failed else 0)
 
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 import glob
 import io
 import os
+import re
+import socket
+import stat
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +37,8 @@ class DecodedImage:
     rgb: np.ndarray
     alpha: np.ndarray | None
     source: str
+    #: Pages or frames in the file (a multi-page TIFF, an animated WebP or PNG); the first is used.
+    pages: int = 1
 
 
 def decode_image(data: bytes, source: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
@@ -43,6 +49,8 @@ def decode_image(data: bytes, source: str = "<bytes>", max_pixels: int = DEFAULT
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
             _check_pixels(im.size, source, max_pixels)
+            # MPO (a phone's JPEG with a depth or preview frame) is one photo, not pages.
+            pages = getattr(im, "n_frames", 1) if im.format != "MPO" else 1
             im.load()
             im = ImageOps.exif_transpose(im)
     except ImageError:
@@ -55,7 +63,9 @@ def decode_image(data: bytes, source: str = "<bytes>", max_pixels: int = DEFAULT
         if "truncated" in str(e).lower() or isinstance(e, SyntaxError):
             raise ImageError(source, f"corrupt or truncated image ({e})") from None
         return _decode_with_opencv(data, source, max_pixels, reason=str(e))
-    return from_pil(im, source)
+    decoded = from_pil(im, source)
+    decoded.pages = pages
+    return decoded
 
 
 def image_header(data: bytes, source: str = "<bytes>") -> tuple[str, tuple[int, int], str] | None:
@@ -71,11 +81,16 @@ def image_header(data: bytes, source: str = "<bytes>") -> tuple[str, tuple[int, 
 
 
 def read_bytes(path: str | Path) -> bytes:
+    """A regular file's bytes; a FIFO, a device or a socket is refused before it is opened (reading
+    /dev/zero would never end, a FIFO would block)."""
     path = Path(path)
     try:
+        st = path.stat()
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageError(path, "is a directory, not an image")
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(path, "is not a regular file (a device, FIFO or socket): not read")
         return path.read_bytes()
-    except IsADirectoryError:
-        raise ImageError(path, "is a directory, not an image") from None
     except OSError as e:
         raise ImageError(path, f"cannot read ({e.strerror or e})") from None
 
@@ -147,7 +162,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    # The writer's host and pid in the name: a later run removes the temporary files of dead
+    # writers only (stray_part), never those of a run still writing.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}-", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -159,6 +176,30 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+_HOST = "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
+_PART = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[^.]*\.part$")
+
+
+def stray_part(path: Path, older_than_s: float = 86400.0) -> bool:
+    """True for a temporary file (see atomic_write_bytes) whose writer is gone: on this host, a
+    dead pid; from another host (a shared folder), older than older_than_s."""
+    m = _PART.match(path.name)
+    if not m:
+        return False
+    if m["host"] == _HOST:
+        try:
+            os.kill(int(m["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # alive, another user's
+        return False
+    try:
+        return time.time() - path.stat().st_mtime > older_than_s
+    except OSError:
+        return False
 
 
 def encode_png(image: np.ndarray, compression: int = 3) -> bytes:
@@ -188,17 +229,36 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
     return buf.tobytes()
 
 
-def list_images(inputs: list[str | Path]) -> list[Path]:
+def list_images(inputs: list[str | Path], skipped: list[Path] | None = None,
+                exclude: list[Path] | None = None) -> list[Path]:
     """Files, folders (recursively, image suffixes only) and glob patterns, in a stable order.
 
     A named file is kept whatever its suffix, so that a bad file gets its own error instead of
-    vanishing; a name that matches nothing raises.
+    vanishing; a name that matches nothing raises. skipped: receives the files of the folders
+    that were left out (other suffixes, hidden files, not regular files), so a caller can say so.
+    exclude: folders whose files are never inputs (a run's own output folder inside its input);
+    folders that hold a `.cvmatte` folder (another run's output) are left out too.
     """
     out: list[Path] = []
+    barred = [Path(e).resolve() for e in exclude or []]
+
+    def wanted(q: Path, root: Path) -> bool:
+        if barred and any(q.resolve().is_relative_to(b) for b in barred):
+            return False
+        if any(part.startswith(".") for part in q.relative_to(root).parts):  # .cache/, .DS_Store
+            return False
+        if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file():
+            return True
+        if skipped is not None and not q.is_dir():
+            skipped.append(q)
+        return False
+
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES))
+            # Any cvmatte output folder inside (it holds .cvmatte/): cut-outs are not inputs.
+            barred += [m.parent.resolve() for m in p.rglob(".cvmatte") if m.is_dir()]
+            out.extend(sorted(q for q in p.rglob("*") if wanted(q, p)))
         elif p.exists():
             out.append(p)
         else:

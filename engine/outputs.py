@@ -243,14 +243,21 @@ def plan_stems(inputs: list[tuple[str, str]], taken: dict[tuple[str, str], str] 
         if name in by_input:
             stems.append(by_input[name])
             continue
-        p = Path(name)
-        base = safe_name(p.stem, "image")
-        candidates = [base, f"{base}_{safe_name(p.suffix.lstrip('.').lower(), 'noext')}"]
-        candidates += [f"{candidates[1]}_{n}" for n in range(2, 10_000)]
-        stem = next(c for c in candidates if owner.get((sku, c), name) == name)
+        stem = next(c for c in stem_candidates(name) if owner.get((sku, c), name) == name)
         owner[(sku, stem)] = name
         stems.append(stem)
     return stems
+
+
+def stem_candidates(name: str):
+    """An input's output stems in order of preference: `a`, `a_png`, `a_png_2`, ..."""
+    p = Path(name)
+    base = safe_name(p.stem, "image")
+    yield base
+    with_ext = f"{base}_{safe_name(p.suffix.lstrip('.').lower(), 'noext')}"
+    yield with_ext
+    for n in range(2, 100_000):
+        yield f"{with_ext}_{n}"
 
 
 @dataclass

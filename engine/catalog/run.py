@@ -25,12 +25,13 @@ from typing import Callable, Iterable
 
 from .. import imageio, outputs
 from ..batching import BatchStats
+from ..errors import CvmatteError
 from ..matting import MattingEngine
 from ..quality import QualityThresholds
 from ..refiners import TileRefiner
 from ..settings import MatteSettings
 from .runner import FileSink, Row, Runner
-from .store import AlphaCache, Manifest
+from .store import AlphaCache, Manifest, NameClaims
 from .validate import Entry, validate
 
 #: executor(runner, entries) -> rows: where the images run (default: runner.run, on this machine).
@@ -78,30 +79,23 @@ def summarize(run_id: str, rows: list[Row], seconds: float, new_rows: int | None
 
 
 def _clean_stray_parts(out: Path) -> None:
-    """Temporary files a killed run left behind (never a finished output: those are renamed)."""
+    """Temporary files whose writer is gone (a killed run); a live run's are left alone."""
     for p in Path(out).rglob(".*.part"):
-        try:
-            p.unlink()
-        except OSError:
-            pass
-
-
-def _taken(old: list[dict]) -> dict[tuple[str, str], str]:
-    """(sku, stem) -> input, for every cut-out an earlier run of this manifest wrote."""
-    suffix = outputs.KINDS["rgba"].suffix
-    return {(r["sku"], Path(p).name[:-len(suffix)]): r["input"] for r in old
-            for p in (r.get("outputs") or {}).values() if Path(p).name.endswith(suffix)}
+        if imageio.stray_part(p):
+            p.unlink(missing_ok=True)
 
 
 def run_catalog(inputs: list[str | Path], engine: MattingEngine, layout: outputs.SkuLayout,
                 spec: outputs.OutputSpec | None = None, *, model_id: str = "", backend_name: str = "",
-                cache: bool = True, resume: bool = False, sku: outputs.SkuResolver | None = None, min_side: int = 32,
+                cache: bool = True, resume: bool = False, retry_failed: bool = True,
+                sku: outputs.SkuResolver | None = None, min_side: int = 32,
                 thresholds: QualityThresholds | None = None, settings: MatteSettings | None = None,
                 refiner: TileRefiner | None = None, on_row: Callable[[Row], None] | None = None,
-                executor: Executor | None = None) -> RunReport:
+                on_start: Callable[[int], None] | None = None, executor: Executor | None = None) -> RunReport:
     """Validate, then matte every accepted input not finished yet, rows appended as they finish.
     cache: keep alphas under OUT/.cache (a catalog), or not (`cvmatte matte`); resume: finish the
-    manifest's last run instead of starting a new one."""
+    manifest's last run instead of starting a new one (retry_failed: its failed inputs too). The
+    output folder is never read as input; output names are claimed (store.NameClaims)."""
     t0 = time.perf_counter()
     spec = spec or outputs.OutputSpec()
     settings = settings or engine.settings
@@ -109,27 +103,42 @@ def run_catalog(inputs: list[str | Path], engine: MattingEngine, layout: outputs
     if cache:
         _clean_stray_parts(layout.root)
     manifest = Manifest(layout.manifest)
-    old = manifest.rows()
-    entries = validate(imageio.list_images([str(i) for i in inputs]), sku, min_side, settings.max_pixels,
-                       taken=_taken(old))
+    skipped: list[Path] = []
+    paths = imageio.list_images([str(i) for i in inputs], skipped, exclude=[layout.root])
+    entries = validate(paths, sku, min_side, settings.max_pixels)
+    old = manifest.rows() if resume else []
     run_id, previous = "", []
-    if resume and old:
+    if old:
+        # Resume: the manifest's last run goes on; inputs are matched on their resolved path, so
+        # any spelling resumes; failed and rejected inputs are tried again unless retry_failed=False.
         run_id = old[-1]["run"]
-        previous = [Row.from_dict(r) for r in old if r["run"] == run_id]
-        finished = {r.input for r in previous}
-        entries = [e for e in entries if e.input not in finished]
+        latest = {r.identity: r for r in (Row.from_dict(d) for d in old if d["run"] == run_id)}
+        done = {i for i, r in latest.items() if r.ok or not retry_failed}
+        todo = {e.path for e in entries} - done
+        previous = [r for i, r in latest.items() if i not in todo]
+        entries = [e for e in entries if e.path not in done]
     run_id = run_id or time.strftime("%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6]
+    claims = NameClaims(layout.root)
+    for e in entries:
+        if e.reject is None:
+            e.stem = claims.claim(layout.folder(e.sku), outputs.stem_candidates(e.input), e.path)
     rows = list(previous)
+    if on_start:
+        on_start(len(entries))
 
     def record(row: Row):
-        manifest.append(row.to_dict())
+        try:
+            manifest.append(row.to_dict())
+        except OSError as err:  # a full disk: no run can go on without its record
+            raise CvmatteError(f"cannot write the manifest {manifest.path} ({err.strerror or err}); "
+                               "the outputs written so far are kept, --resume finishes the run") from None
         rows.append(row)
         if on_row:
             on_row(row)
 
     for e in entries:
         if e.reject is not None:
-            record(Row(e.input, e.sha256, e.sku, status="rejected", error=e.reject, run=run_id))
+            record(Row(e.input, e.sha256, e.sku, e.path, status="rejected", error=e.reject, run=run_id))
     accepted = [e for e in entries if e.reject is None]
     runner = Runner(engine, spec, FileSink(layout), model_id=model_id, backend_name=backend_name, run_id=run_id,
                     cache=AlphaCache(layout.root / ".cache") if cache else None, thresholds=thresholds,
@@ -138,5 +147,6 @@ def run_catalog(inputs: list[str | Path], engine: MattingEngine, layout: outputs
         record(row)
     seconds = time.perf_counter() - t0
     summary = summarize(run_id, rows, seconds, new_rows=len(rows) - len(previous))
+    summary["skipped"] = [str(p) for p in skipped]
     imageio.atomic_write_bytes(layout.summary, json.dumps(summary, indent=1).encode())
     return RunReport(run_id, rows, seconds, manifest.path, summary, getattr(engine.backend, "stats", None))

@@ -39,6 +39,8 @@ class Row:
     input: str
     sha256: str = ""
     sku: str = ""
+    #: The input's resolved path: the same file however it was spelled.
+    path: str = ""
     #: ok, review (flags say why), failed (error says why) or rejected (by validation).
     status: str = "failed"
     error: str | None = None
@@ -61,6 +63,11 @@ class Row:
     @property
     def ok(self) -> bool:
         return self.status in ("ok", "review")
+
+    @property
+    def identity(self) -> str:
+        """The resolved path (rows of older manifests: the input as written, resolved now)."""
+        return self.path or str(Path(self.input).resolve())
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,6 +127,7 @@ class _Loaded:
     hit: tuple[np.ndarray, dict] | None = None
     key: str = ""
     t0: float = 0.0
+    pages: int = 1
 
 
 class Runner:
@@ -152,67 +160,73 @@ class Runner:
         loading: deque[Future] = deque()
         coarse: deque[tuple[_Loaded, np.ndarray, Future]] = deque()
         finishing: deque[Future] = deque()
+        pool = ThreadPoolExecutor(s.io_workers, thread_name_prefix="cvmatte-io")
         try:
-            with ThreadPoolExecutor(s.io_workers, thread_name_prefix="cvmatte-io") as pool:
-                def refill():
-                    while len(loading) < s.max_inflight:
-                        e = next(todo, None)
-                        if e is None:
-                            return
-                        loading.append(pool.submit(self._load, e))
+            def refill():
+                while len(loading) < s.max_inflight:
+                    e = next(todo, None)
+                    if e is None:
+                        return
+                    loading.append(pool.submit(self._load, e))
 
-                def settle_finishing(keep: int):
-                    while finishing and (len(finishing) > keep or finishing[0].done()):
-                        ready.append(finishing.popleft().result())
+            def settle_finishing(keep: int):
+                while finishing and (len(finishing) > keep or finishing[0].done()):
+                    ready.append(finishing.popleft().result())
 
-                def settle_coarse(keep: int):
-                    """Hand finished coarse passes to the pool, in order; wait while more than `keep` are out."""
-                    while coarse and (len(coarse) > keep or coarse[0][2].done()):
-                        loaded, x, fut = coarse.popleft()
+            def settle_coarse(keep: int):
+                """Hand finished coarse passes to the pool, in order; wait while more than `keep` are out."""
+                while coarse and (len(coarse) > keep or coarse[0][2].done()):
+                    loaded, x, fut = coarse.popleft()
+                    try:
+                        out, seconds = fut.result()
+                    except Exception:
+                        # A failed batch: run this image alone to learn whether it is the culprit.
                         try:
-                            out, seconds = fut.result()
-                        except Exception:
-                            # A failed batch: run this image alone to learn whether it is the culprit.
-                            try:
-                                t0 = time.perf_counter()
-                                out = batcher.run(x[None])[0]
-                                seconds = time.perf_counter() - t0
-                            except Exception as err:
-                                ready.append(self._failed(loaded, err))
-                                continue
-                        finishing.append(pool.submit(self._finish, loaded, out[0], seconds))
-                        settle_finishing(s.max_inflight)
-
-                refill()
-                while loading:
-                    loaded = loading.popleft().result()
-                    refill()
-                    if loaded.decoded is None:
-                        ready.append(loaded.row)
-                    elif loaded.hit is not None:
-                        finishing.append(pool.submit(self._from_cache, loaded))
-                        settle_finishing(s.max_inflight)
-                    else:
-                        try:
-                            x = self.engine.coarse_input(loaded.decoded.rgb, loaded.decoded.alpha)
-                            coarse.append((loaded, x, batcher.submit(x, flush=not loading)))
+                            t0 = time.perf_counter()
+                            out = batcher.run(x[None])[0]
+                            seconds = time.perf_counter() - t0
                         except Exception as err:
                             ready.append(self._failed(loaded, err))
-                    settle_coarse(s.max_inflight)
-                    while ready:
-                        yield ready.popleft()
-                settle_coarse(0)
-                settle_finishing(0)
+                            continue
+                    finishing.append(pool.submit(self._finish, loaded, out[0], seconds))
+                    settle_finishing(s.max_inflight)
+
+            refill()
+            while loading:
+                loaded = loading.popleft().result()
+                refill()
+                if loaded.decoded is None:
+                    ready.append(loaded.row)
+                elif loaded.hit is not None:
+                    finishing.append(pool.submit(self._from_cache, loaded))
+                    settle_finishing(s.max_inflight)
+                else:
+                    try:
+                        x = self.engine.coarse_input(loaded.decoded.rgb, loaded.decoded.alpha)
+                        coarse.append((loaded, x, batcher.submit(x, flush=not loading)))
+                    except Exception as err:
+                        ready.append(self._failed(loaded, err))
+                settle_coarse(s.max_inflight)
                 while ready:
                     yield ready.popleft()
+            settle_coarse(0)
+            settle_finishing(0)
+            while ready:
+                yield ready.popleft()
+        except BaseException:
+            # Ctrl-C, or the caller stopped (GeneratorExit): images not started are dropped; those
+            # being written finish, so no half-written file and no temporary file stays behind.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
         finally:
+            pool.shutdown(wait=True)
             if own:
                 batcher.close()
 
     # --- the steps, each on the pool; none raises: an error becomes the row's ---------------------
 
     def _load(self, e: Entry) -> _Loaded:
-        loaded = _Loaded(e, Row(e.input, e.sha256, e.sku, duplicate_of=e.duplicate_of, model=self.model_id,
+        loaded = _Loaded(e, Row(e.input, e.sha256, e.sku, e.path, duplicate_of=e.duplicate_of, model=self.model_id,
                                 backend=self.backend_name, settings=self.digest, run=self.run_id),
                          t0=time.perf_counter())
         try:
@@ -258,6 +272,7 @@ class Runner:
 
     def _write(self, loaded: _Loaded, result: MatteResult, measures: dict) -> Row:
         row = loaded.row
+        loaded.pages = loaded.decoded.pages
         loaded.decoded = None  # the decoded image is not needed past here
         t0 = time.perf_counter()
         row.outputs = self.sink(loaded.entry, outputs.encode(result, self.spec))
@@ -266,6 +281,8 @@ class Runner:
         row.tiles = result.tiles
         row.quality = measures
         row.flags = quality.flags(measures, self.thresholds)
+        if loaded.pages > 1:
+            row.flags.append(f"a file of {loaded.pages} pages or frames: only the first was cut out")
         row.status = "review" if row.flags else "ok"
         row.timings["total_s"] = time.perf_counter() - loaded.t0
         return row

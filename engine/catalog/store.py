@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -89,3 +90,38 @@ class Manifest:
                     if f.read(1) != b"\n":
                         line = b"\n" + line  # a row cut short by a kill: end its line so ours stands alone
                 f.write(line)
+
+
+class NameClaims:
+    """Output stems claimed atomically across processes and runs: OUT/.cvmatte/claims/<folder>/<stem>
+    is created exclusively and holds the input's identity (its resolved path). The first input to
+    claim a stem keeps it; an input re-run gets its own stem back; two runs into one folder never
+    write one file for two inputs."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.folder = self.root / ".cvmatte" / "claims"
+
+    def claim(self, out_folder: Path, candidates, identity: str) -> str:
+        """The first candidate stem that is free or already this identity's."""
+        d = self.folder / Path(out_folder).relative_to(self.root)
+        d.mkdir(parents=True, exist_ok=True)
+        # The claim appears whole or not at all: written aside, then hard-linked into place (a
+        # link fails if the name exists), so a reader never sees an empty claim.
+        fd, tmp = tempfile.mkstemp(prefix=".claim-", dir=d)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(identity)
+        try:
+            for stem in candidates:
+                try:
+                    os.link(tmp, d / stem)
+                    return stem
+                except FileExistsError:
+                    try:
+                        if (d / stem).read_text(encoding="utf-8") == identity:
+                            return stem
+                    except OSError:
+                        pass
+        finally:
+            os.unlink(tmp)
+        raise RuntimeError(f"no free output name for {identity}")

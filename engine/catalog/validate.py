@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import imageio
 from ..errors import CvmatteError
-from ..outputs import SkuResolver, plan_stems
+from ..outputs import SkuResolver
 
 
 @dataclass
@@ -30,12 +30,14 @@ class Entry:
     reject: str | None = None
     #: Output file stem, unique within the SKU.
     stem: str = ""
+    #: The resolved path: the same file however it was spelled (what resume matches on).
+    path: str = ""
     #: The file's bytes when they came from memory (a service upload), not from a path.
     data: bytes | None = field(default=None, repr=False, compare=False)
 
 
 def inspect(path: Path, sku: SkuResolver, min_side: int, max_pixels: int) -> Entry:
-    e = Entry(str(path), sku=sku(path))
+    e = Entry(str(path), sku=sku(path), path=str(Path(path).resolve()))
     try:
         data = imageio.read_bytes(path)
     except CvmatteError as err:
@@ -64,9 +66,8 @@ def inspect(path: Path, sku: SkuResolver, min_side: int, max_pixels: int) -> Ent
 
 
 def validate(paths: list[Path], sku: SkuResolver | None = None, min_side: int = 32,
-             max_pixels: int = imageio.DEFAULT_MAX_PIXELS, workers: int = 4, taken: dict | None = None) -> list[Entry]:
-    """Inspect every file, mark identical contents, and give each accepted file a unique output
-    stem within its SKU. taken: (sku, stem) -> input already named by an earlier run (kept)."""
+             max_pixels: int = imageio.DEFAULT_MAX_PIXELS, workers: int = 4) -> list[Entry]:
+    """Inspect every file and mark identical contents (output stems are claimed by the run)."""
     sku = sku or SkuResolver()
     with ThreadPoolExecutor(workers) as pool:
         entries = list(pool.map(lambda p: inspect(Path(p), sku, min_side, max_pixels), paths))
@@ -76,6 +77,4 @@ def validate(paths: list[Path], sku: SkuResolver | None = None, min_side: int = 
             e.duplicate_of = first.setdefault(e.sha256, e.input)
             if e.duplicate_of == e.input:
                 e.duplicate_of = None
-    for e, stem in zip(entries, plan_stems([(e.input, e.sku) for e in entries], taken)):
-        e.stem = stem
     return entries
