@@ -15,11 +15,11 @@ from PIL import Image
 from .engine import imageio, zoo
 from .engine.backends import create_backend
 from .engine.batching import DynamicBatcher
-from .engine.catalog import Row, RunReport, Runner, run_catalog
+from .engine.catalog import Entry, MemorySink, Row, RunReport, Runner, run_catalog
 from .engine.catalog.watch import watch_catalog
 from .engine.errors import ImageError, ModelError
 from .engine.matting import MatteResult, MattingEngine
-from .engine.outputs import DatedLayout, OutputSpec, SkuLayout, SkuResolver
+from .engine.outputs import DatedLayout, OutputSpec, SkuLayout, SkuResolver, plan_stems
 from .engine.quality import QualityThresholds
 from .engine.refiners import GuidedFilterRefiner, ModelRefiner, TileRefiner
 from .engine.settings import GPU_BATCH, MatteSettings
@@ -147,6 +147,15 @@ class Matter:
         service keeps the outputs in memory)."""
         return Runner(self.engine, spec, sink, model_id=self.model_id, backend_name=self.backend.describe(),
                       settings=self.run_settings(tile), refiner=self.refiner(refiner) if refiner else None)
+
+    def matte_bytes(self, data: bytes, name: str = "image", spec: OutputSpec | None = None, *,
+                    tile: bool | None = None, refiner: str | None = None) -> tuple[Row, dict[str, bytes]]:
+        """One encoded image in memory -> (its row, the encoded outputs by kind), through the same
+        Runner as every run over files (stdin/stdout in the CLI)."""
+        sink = MemorySink()
+        [row] = list(self.runner(spec or OutputSpec(), sink, tile=tile, refiner=refiner).run(
+            [Entry(name, stem=plan_stems([(name, "")])[0], data=data)]))
+        return row, sink.data.get(name, {})
 
     def matte_files(self, inputs, out_dir: str | Path, *, rgba: bool = True, alpha: bool = False,
                     background: str | None = None, canvas: tuple[int, int] | None = None, fill: float = 0.8,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -168,8 +169,11 @@ def _print_summary(report, out: Path) -> None:
 
 @app.command()
 def matte(
-    inputs: List[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
-    out: Path = typer.Option(Path("outputs"), "-o", "--out", help="Output root: OUT/YYYYMMDD/HHMMSS_<SKU>/<stem>_matte.png"),
+    inputs: List[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns; - reads "
+                                       "one image from stdin."),
+    out: Path = typer.Option(Path("outputs"), "-o", "--out", help="Output root: OUT/YYYYMMDD/HHMMSS_<SKU>/<stem>_matte.png; "
+                             "with one input, a file name ending in .png (or .jpg with --background) is written exactly "
+                             "there, and - writes to stdout."),
     model: str = typer.Option(zoo.DEFAULT_MODEL, "--model", "-m", help="Zoo name (see `cvmatte models`) or an ONNX file "
                               "with its spec JSON."),
     backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime (ONNX files), torch (CV-UNet and U²-Net-p .pt "
@@ -183,6 +187,7 @@ def matte(
                                 "or a learned refiner's zoo name / ONNX file (e.g. cvunet-refiner)."),
     despill: float = typer.Option(1.0, "--despill", min=0.0, max=1.0, help="Remove the old background's colour from soft edges (0 = off)."),
     alpha: bool = ALPHA,
+    only_alpha: bool = typer.Option(False, "--only-alpha", help="Write only the alpha (8-bit PNG), no cut-out."),
     background: Optional[str] = BACKGROUND,
     canvas: Optional[str] = CANVAS,
     fill: float = FILL,
@@ -203,9 +208,19 @@ def matte(
     from .api import Matter
     from .engine.imageio import list_images
 
-    spec = _output_spec(alpha, background, canvas, fill, shadow, white_bg, margin)
-    _check_out_dir(out)
+    spec = _output_spec(alpha or only_alpha, background, canvas, fill, shadow, white_bg, margin)
+    if only_alpha:
+        spec = dataclasses.replace(spec, rgba=False)
+    single = str(out) == "-" or out.suffix.lower() in (".png", ".jpg", ".jpeg")
     _check_runtime_choices(backend, device)
+    if single:
+        return _matte_one(inputs, out, spec, only_alpha,
+                          dict(model=model, backend=backend, device=device, threads=threads,
+                               allow_cpu_fallback=allow_cpu_fallback, refiner=refiner, precision=precision,
+                               cuda_graphs=cuda_graphs, tile=tile, despill=despill, max_pixels=int(max_megapixels * 1e6)))
+    if "-" in inputs:
+        _fail("- (stdin) takes -o FILE.png or -o - (stdout)")
+    _check_out_dir(out)
     _sku_resolver(sku_regex, sku_csv)
     try:
         paths = list_images(inputs, exclude=[out])
@@ -234,6 +249,43 @@ def matte(
         _fail(str(e))
     _print_summary(report, out)
     raise typer.Exit(1 if report.failed else 0)
+
+
+def _matte_one(inputs: list[str], out: Path, spec, only_alpha: bool, matter_kwargs: dict) -> None:
+    """One image to exactly one file (or stdout), through the same per-image path as a run."""
+    from .api import Matter
+    from .engine.imageio import atomic_write_bytes, read_bytes
+    from .engine.outputs import KINDS
+
+    if len(inputs) != 1 or (inputs[0] != "-" and not Path(inputs[0]).is_file()):
+        _fail(f"-o {out} writes one file: give exactly one input image (or - for stdin)")
+    kind = "alpha" if only_alpha else "background" if out.suffix.lower() in (".jpg", ".jpeg") else "rgba"
+    if kind == "background" and spec.background is None:
+        spec = dataclasses.replace(spec, background="white")
+    spec = dataclasses.replace(spec, rgba=kind == "rgba", alpha=kind == "alpha",
+                               background=spec.background if kind == "background" else None)
+    if str(out) != "-":
+        _check_out_dir(out.parent if str(out.parent) else Path("."), "-o")
+    name = "stdin" if inputs[0] == "-" else inputs[0]
+    try:
+        data = sys.stdin.buffer.read() if inputs[0] == "-" else read_bytes(inputs[0])
+        with Matter(**matter_kwargs) as m:
+            row, encoded = m.matte_bytes(data, name, spec)
+    except KeyboardInterrupt:
+        _interrupted()
+    except CvmatteError as e:
+        _fail(str(e))
+    if not row.ok:
+        console.print(f"[red]failed:[/] {escape(row.error or '')}")
+        raise typer.Exit(1)
+    if str(out) == "-":
+        sys.stdout.buffer.write(encoded[kind])
+        sys.stdout.buffer.flush()
+    else:
+        atomic_write_bytes(out, encoded[kind])
+        console.print(f"wrote {out} ({KINDS[kind].media_type}){'; review: ' + '; '.join(row.flags) if row.flags else ''}",
+                      highlight=False)
+    raise typer.Exit(0)
 
 
 @app.command()

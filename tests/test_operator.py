@@ -182,3 +182,22 @@ def test_ctrl_c_ends_cleanly_and_keeps_what_was_written(tmp_path, tiny):
     assert 5 <= len(rows) < 150
     for r in rows:
         assert cv2.imread(r["outputs"]["rgba"], cv2.IMREAD_UNCHANGED) is not None
+
+
+def test_one_file_to_an_exact_path_or_through_stdin_and_stdout(tmp_path, tiny):
+    (src,) = shots(tmp_path / "in", 1, ".jpg", seed=10)
+    p = cli("matte", src, "-o", tmp_path / "exact.png", "--model", tiny)
+    assert p.communicate(timeout=120) and p.returncode == 0
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["exact.png", "in"]  # no folder, no manifest
+    rgba = cv2.imread(str(tmp_path / "exact.png"), cv2.IMREAD_UNCHANGED)
+    assert rgba.shape == (120, 160, 4)
+    p = subprocess.run([sys.executable, "-m", "cvmatte.cli", "matte", "-", "-o", "-", "--model", str(tiny)],
+                       input=src.read_bytes(), capture_output=True, timeout=120)
+    assert p.returncode == 0 and p.stdout == (tmp_path / "exact.png").read_bytes()  # the same path, the same bytes
+    p = subprocess.run([sys.executable, "-m", "cvmatte.cli", "matte", "-", "-o", "-", "--only-alpha", "--model",
+                        str(tiny)], input=src.read_bytes(), capture_output=True, timeout=120)
+    alpha = cv2.imdecode(np.frombuffer(p.stdout, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert p.returncode == 0 and alpha.shape == (120, 160) and np.array_equal(alpha, rgba[..., 3])
+    p = cli("matte", src, src, "-o", tmp_path / "two.png", "--model", tiny)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 2 and "exactly one input" in err
