@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[demo]'
 .venv/bin/cvmatte models --fetch u2netp-product
 .venv/bin/cvmatte samples demo
-.venv/bin/cvmatte matte demo -o outputs --white-bg --canvas 800x800 "$@"
+.venv/bin/cvmatte matte demo -o outputs --background white --canvas 800x800 "$@"
