@@ -1,6 +1,7 @@
 """`cvmatte serve` started on loopback as users start it: the API with good and bad uploads and
-more concurrent requests than capacity, and the web page driven in headless Chromium (Debian's
-chromium + chromium-driver through Selenium) for one image and for a batch."""
+more concurrent requests than capacity, hostile requests (zip bombs, huge canvases, endless chunked
+uploads, unguessable jobs), and the web page driven in headless Chromium (Debian's chromium +
+chromium-driver through Selenium) for one image and for a batch."""
 
 from __future__ import annotations
 
@@ -8,9 +9,13 @@ import base64
 import io
 import shutil
 import socket
+from contextlib import contextmanager
 import subprocess
 import sys
+import struct
+import tempfile
 import time
+import typing
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,15 +36,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(*args) -> tuple[subprocess.Popen, str]:
+class Url(str):
+    """The server's base URL; .pid is its process (to read its memory from /proc), .log its output."""
+
+    pid: int
+    log: typing.IO[str]
+
+
+def start_server(*args) -> tuple[subprocess.Popen, Url]:
     port = free_port()
+    # Its output goes to a file: a pipe nobody reads would block the server once 64 KiB of logs fill it.
+    log = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen([sys.executable, "-m", "cvmatte.cli", "serve", "--port", str(port), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
+    url = Url(f"http://127.0.0.1:{port}")
+    url.pid, url.log = proc.pid, log
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("server exited: " + proc.stdout.read())
+            log.seek(0)
+            raise RuntimeError("server exited: " + log.read())
         try:
             if httpx.get(url + "/health", timeout=1).status_code == 200:
                 return proc, url
@@ -66,6 +82,73 @@ def decode(data: bytes) -> np.ndarray:
     im = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     assert im is not None
     return im
+
+
+def small_jpeg(path: Path, side: int = 128) -> bytes:
+    """A photo scaled down to `side` pixels across: quick to matte on two CPU cores."""
+    im = cv2.imread(str(path))
+    im = cv2.resize(im, (side, max(16, round(im.shape[0] * side / im.shape[1]))), interpolation=cv2.INTER_AREA)
+    return cv2.imencode(".jpg", im)[1].tobytes()
+
+
+def memory(pid: int, key: str) -> int:
+    """A /proc/PID/status memory figure (VmRSS, VmHWM) in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+@contextmanager
+def peak_growth(pid: int):
+    """{'growth': bytes}: how far the server's resident memory rose above its start within the block,
+    at its peak (VmHWM, cleared first through clear_refs; where the kernel refuses that, VmRSS at
+    the end)."""
+    start, out = memory(pid, "VmRSS"), {}
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        key = "VmHWM"
+    except OSError:
+        key = "VmRSS"
+    yield out
+    out["growth"], out["peak"] = memory(pid, key) - start, memory(pid, key)
+
+
+def zero_zip(members: int, size: int) -> bytes:
+    """`members` zero-filled files of `size` bytes, deflated: about a thousandth of that on the wire."""
+    buf = io.BytesIO()
+    zeros = bytes(size)
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for i in range(members):
+            z.writestr(f"product_{i}.png", zeros)
+    return buf.getvalue()
+
+
+def lying_zip(declared: int, actual: int) -> bytes:
+    """One member whose central directory says `declared` bytes while it inflates to `actual`."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z, z.open("small.png", "w") as f:
+        chunk = bytes(2 ** 20)
+        for _ in range(actual // 2 ** 20):
+            f.write(chunk)
+    data = bytearray(buf.getvalue())
+    struct.pack_into("<I", data, data.rfind(b"PK\x01\x02") + 24, declared)  # the uncompressed size field
+    return bytes(data)
+
+
+def endless_upload(sent: list[int], megabytes: int):
+    """A multipart body, one file part of zeros in 1 MiB chunks; a generator, so httpx sends it
+    chunked, with no Content-Length. sent[0] counts the bytes handed to the connection."""
+    yield b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n' \
+          b"Content-Type: image/png\r\n\r\n"
+    chunk = bytes(2 ** 20)
+    for _ in range(megabytes):
+        sent[0] += len(chunk)
+        yield chunk
+    yield b"\r\n--xyz--\r\n"
+
+
+CHUNKED = {"content-type": "multipart/form-data; boundary=xyz"}
 
 
 def assert_coffee_cut_out(rgba: np.ndarray):
@@ -140,6 +223,157 @@ def test_batch_of_images_and_a_zip_returns_a_zip_with_errors_listed(server, phot
         z.writestr("folder/coffee.jpg", photos[0].read_bytes())
     r = httpx.post(server + "/v1/batch", files={"file": ("in.zip", buf.getvalue())}, timeout=120)
     assert zipfile.ZipFile(io.BytesIO(r.content)).namelist() == ["coffee_matte.png"]
+
+
+# --- hostile requests: admission, zip bombs, canvases, streaming limits, jobs ---------------------
+
+def wait_for_job(server, job: dict, rounds: int = 1200) -> dict:
+    for _ in range(rounds):  # bounded: 0.1 s apart
+        r = httpx.get(f"{server}/v1/jobs/{job['id']}", params={"token": job["token"]}, timeout=30)
+        assert r.status_code == 200, r.text
+        if r.json()["state"] in ("done", "failed"):
+            return r.json()
+        time.sleep(0.1)
+    raise AssertionError(f"job {job['id']} did not finish")
+
+
+def test_batches_and_jobs_past_capacity_get_503_at_once(server, photos):
+    files = [("file", (p.name, p.read_bytes())) for p in photos[:3]]
+
+    def one(_):
+        r = httpx.post(server + "/v1/batch", files=files, timeout=300)
+        return r.status_code, r.headers.get("retry-after")
+
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(one, range(10)))
+    codes = [c for c, _ in results]
+    assert set(codes) <= {200, 503} and codes.count(200) >= 1 and codes.count(503) >= 1, codes
+    assert all(retry == "1" for c, retry in results if c == 503)
+    # Jobs answer at once and hold their batch place until they finish: a few, then 503.
+    accepted, refused = [], 0
+    for _ in range(20):
+        r = httpx.post(server + "/v1/jobs", files=files, timeout=60)
+        assert r.status_code in (200, 503), r.text
+        if r.status_code == 503:
+            refused += 1
+            break
+        accepted.append(r.json())
+    assert refused == 1 and 1 <= len(accepted) <= httpx.get(server + "/health").json()["batch_slots"]
+    for job in accepted:
+        assert wait_for_job(server, job)["state"] == "done"
+    h = httpx.get(server + "/health").json()
+    assert h["batches"] == 0 and h["working_or_waiting"] == 0
+
+
+def test_health_answers_while_batches_run(server, photos):
+    files = [("file", (p.name, p.read_bytes())) for p in photos[:3]]
+
+    def one(_):  # more batches than the server's shared thread pool has threads (40)
+        return httpx.post(server + "/v1/batch", files=files, timeout=300).status_code
+
+    with ThreadPoolExecutor(48) as pool:
+        batches = [pool.submit(one, i) for i in range(48)]
+        for _ in range(600):  # until a batch is at work (bounded)
+            h = httpx.get(server + "/health", timeout=30).json()
+            if h["batches"]:
+                break
+            time.sleep(0.05)
+        answers = [httpx.get(server + "/health", timeout=30) for _ in range(10)]
+        still_running = httpx.get(server + "/health", timeout=30).json()["batches"]
+        codes = [f.result() for f in batches]
+    assert h["batches"] >= 1 and all(a.status_code == 200 and a.json()["status"] == "ok" for a in answers)
+    assert still_running >= 1  # the answers came while batches were at work
+    assert set(codes) <= {200, 503} and codes.count(200) >= 1 and codes.count(503) >= 1, codes
+
+
+def test_zip_bombs_are_refused_before_they_expand(server):
+    member = 1_900_000  # each member just under the 2 MiB upload limit, as it must be
+    few = zero_zip(19, member)  # 36 MB declared: under the allowance one zip had before (20 uploads)
+    many = zero_zip(100, member)  # 190 MB declared
+    liar = lying_zip(1000, 300 * 2 ** 20)  # says 1000 bytes, inflates to 300 MiB
+    assert max(len(few), len(many), len(liar)) < 2 ** 20
+    with peak_growth(server.pid) as peak:
+        # Five zips in one request: their sizes count together.
+        r = httpx.post(server + "/v1/batch", files=[("file", (f"z{i}.zip", few)) for i in range(5)], timeout=120)
+        assert r.status_code == 413 and "expand" in r.json()["detail"], r.status_code
+        r = httpx.post(server + "/v1/jobs", files={"file": ("many.zip", many)}, timeout=120)
+        assert r.status_code == 413 and "expand" in r.json()["detail"], r.status_code
+        # A member is never read past the size its header declares.
+        r = httpx.post(server + "/v1/batch", files={"file": ("liar.zip", liar)}, timeout=120)
+        assert r.status_code in (413, 422) and "zip" in r.json()["detail"], r.text
+    assert peak["growth"] < 100 * 2 ** 20, peak
+    assert httpx.get(server + "/health").json()["batches"] == 0
+
+
+def test_a_canvas_past_the_pixel_cap_is_refused(server, photos):
+    tiny = small_jpeg(photos[0], 64)
+    for path in ("/v1/matte", "/v1/batch"):
+        r = httpx.post(server + path, files={"file": ("c.jpg", tiny)},
+                       data={"output": "background", "canvas": "8000x8000"}, timeout=60)
+        assert r.status_code == 400 and "16 megapixels" in r.json()["detail"], r.status_code
+
+
+def test_a_chunked_upload_past_the_limit_is_refused_while_it_streams(server):
+    # /v1/matte: one 2 MiB upload and its form; /v1/batch: 50 uploads.
+    for path, megabytes in (("/v1/matte", 64), ("/v1/batch", 400)):
+        sent = [0]
+        r = httpx.post(server + path, content=endless_upload(sent, megabytes), headers=CHUNKED, timeout=120)
+        assert r.status_code == 413 and "limit" in r.json()["detail"], r.text
+        assert sent[0] < megabytes * 2 ** 20 / 2, (path, sent)  # refused mid-stream, never spooled whole
+    assert httpx.get(server + "/health").json()["working_or_waiting"] == 0
+
+
+def test_jobs_are_kept_until_fetched_and_need_their_token(server, photos):
+    tiny = small_jpeg(photos[0])
+
+    def post_job():
+        for _ in range(1200):  # bounded: while every batch place is taken, 503, retried 0.1 s apart
+            r = httpx.post(server + "/v1/jobs", files={"file": ("c.jpg", tiny)}, timeout=60)
+            if r.status_code != 503:
+                assert r.status_code == 200, r.text
+                return r.json()
+            time.sleep(0.1)
+        raise AssertionError("never admitted")
+
+    jobs = [post_job() for _ in range(25)]  # more than the 20 the history used to keep
+    assert len({j["id"] for j in jobs}) == 25
+    assert all(len(j["id"]) >= 16 and len(j["token"]) >= 32 for j in jobs)
+    for job in jobs:  # every one still there, none evicted by the newer ones
+        state = wait_for_job(server, job)
+        assert state["state"] == "done", state
+        z = httpx.get(server + state["zip"], timeout=60)
+        assert z.status_code == 200 and zipfile.ZipFile(io.BytesIO(z.content)).namelist() == ["c_matte.png"]
+    job, other = jobs[0], jobs[1]
+    url = f"{server}/v1/jobs/{job['id']}"
+    assert httpx.get(url).status_code == 404
+    assert httpx.get(url, params={"token": other["token"]}).status_code == 404
+    assert httpx.get(url + "/zip").status_code == 404
+    assert httpx.get(url + "/zip", params={"token": other["token"]}).status_code == 404
+    assert httpx.get(url, headers={"X-Job-Token": job["token"]}).json()["state"] == "done"
+    assert httpx.get(url + "/zip", headers={"X-Job-Token": job["token"]}).status_code == 200
+    assert httpx.get(server + "/v1/jobs").status_code != 200  # no list of everyone's jobs
+
+
+def test_the_job_store_never_drops_a_running_or_unfetched_job():
+    from cvmatte.server import Busy, Job, JobStore
+
+    now = [1000.0]
+    store = JobStore(ttl=3600, max_jobs=3, clock=lambda: now[0])
+    a, b, c = (Job(1, ["x.jpg"]) for _ in range(3))
+    for j in (a, b, c):
+        store.add(j)
+    with pytest.raises(Busy):  # full of running jobs: refuse the new one, drop none
+        store.add(Job(1, ["x.jpg"]))
+    b.state, b.finished = "done", now[0]  # finished, not fetched: kept
+    with pytest.raises(Busy):
+        store.add(Job(1, ["x.jpg"]))
+    a.state, a.finished, a.fetched = "done", now[0], True  # fetched: may make room
+    d = Job(1, ["x.jpg"])
+    store.add(d)
+    assert store.get(a.id, a.token) is None and store.get(b.id, b.token) is b and store.get(d.id, d.token) is d
+    assert store.get(b.id, None) is None and store.get(b.id, c.token) is None and store.get("nope", b.token) is None
+    now[0] += 3601  # an hour after b finished: expired; c is still running, whatever its age
+    assert store.get(b.id, b.token) is None and store.get(c.id, c.token) is c
 
 
 # --- the web page in headless Chromium ----------------------------------------------------------
