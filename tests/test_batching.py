@@ -1,14 +1,14 @@
 """The dynamic batcher and its ring of staging buffers, on the real u2netp model with ONNX Runtime's
 CPU backend and on real photos: batched results equal unbatched ones bit for bit, part-filled
-batches leave after the flush time, the ring is allocated once and reused, errors reach the
-right callers. The torch backend on the CPU; the GPU paths carry the `gpu` marker."""
+batches leave after the flush time (on a clock the test moves: no test here asserts a wall-clock
+limit), the ring is allocated once and reused, errors reach the right callers. The torch backend
+on the CPU; the GPU paths carry the `gpu` marker."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import threading
-import time
 
 import cv2
 import numpy as np
@@ -16,7 +16,7 @@ import pytest
 
 from cvmatte import Matter
 from cvmatte.samples import PHOTOS, load_photo, make_composite, write_demo_photos
-from cvmatte.engine import preprocess, zoo
+from cvmatte.engine import batching, preprocess, zoo
 from cvmatte.engine.backends import create_backend
 from cvmatte.engine.backends.onnxruntime import OrtBackend
 from cvmatte.engine.batching import DynamicBatcher
@@ -30,6 +30,8 @@ class CountingOrt(OrtBackend):
         super().__init__(*a, **k)
         self.slots_made = 0
         self.launched: list[int] = []
+        #: Set at the first launch: a test waits on it instead of on the wall clock.
+        self.launch_seen = threading.Event()
 
     def make_slot(self, index, batch, chw):
         self.slots_made += 1
@@ -37,6 +39,7 @@ class CountingOrt(OrtBackend):
 
     def launch(self, slot, n):
         self.launched.append(n if not self.static_batch else len(slot.host_in))
+        self.launch_seen.set()
         super().launch(slot, n)
 
 
@@ -91,18 +94,41 @@ def test_the_ring_is_reused_for_a_long_run(u2netp, photo_inputs):
     assert all(np.array_equal(o, outs[0]) for o in outs)
 
 
-def test_a_part_filled_batch_leaves_after_the_flush_time(u2netp, photo_inputs):
+class FrozenClock:
+    """Stands in for the batcher's `time` module: perf_counter() stands still until the test moves
+    it, so "flush_ms have passed" happens when the test says and not when a loaded machine
+    happens to get there."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def perf_counter(self):
+        return self.now
+
+
+def test_a_part_filled_batch_leaves_after_the_flush_time(u2netp, photo_inputs, monkeypatch):
+    """No wall-clock limits: the batcher's clock is the test's. Before its flush time a lone input
+    waits for companions; once the clock passes it, the part-filled batch is launched with no more
+    input arriving, and counted as flushed early. run() launches at once, clock standing still.
+    The timeouts only guard against a hang."""
+    clock = FrozenClock()
+    monkeypatch.setattr(batching, "time", clock)
     backend = CountingOrt(u2netp, device="cpu")
-    with DynamicBatcher(backend, batch_size=8, flush_ms=150) as batcher:
-        t0 = time.perf_counter()
-        out, _ = batcher.submit(photo_inputs[0]).result()
-        waited = time.perf_counter() - t0
-        assert waited >= 0.14  # it waited for companions, then went alone
-        assert batcher.stats.flushed_early == 1 and backend.launched == [1]
-        t0 = time.perf_counter()
-        batcher.run(photo_inputs[0][None])  # run() has nothing more to add: no wait
-        assert time.perf_counter() - t0 < 0.14 + 1.0 and backend.launched == [1, 1]
-    assert np.array_equal(out, backend.run(photo_inputs[0][None])[0])
+    with DynamicBatcher(backend, batch_size=8, flush_ms=50) as batcher:
+        future = batcher.submit(photo_inputs[0])
+        # The dispatcher looks again every flush_ms of real time, sees the clock standing still
+        # and keeps waiting: no launch, however long this takes.
+        assert not backend.launch_seen.wait(0.3) and backend.launched == [] and not future.done()
+        clock.now += 0.051  # past the flush time; nothing else is submitted
+        out, _ = future.result(timeout=120)
+        assert backend.launched == [1] and batcher.stats.flushed_early == 1 and batcher.stats.batches == 1
+        # run() has nothing more to add: launched without waiting for companions or the clock.
+        got = []
+        caller = threading.Thread(target=lambda: got.append(batcher.run(photo_inputs[0][None])), daemon=True)
+        caller.start()
+        caller.join(timeout=120)
+        assert got and backend.launched == [1, 1]
+    assert np.array_equal(out, backend.run(photo_inputs[0][None])[0]) and np.array_equal(got[0][0], out)
 
 
 def test_static_batches_are_padded_and_the_padding_never_leaks(u2netp, photo_inputs):

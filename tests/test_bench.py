@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from cvmatte.benchmarks.suite import ResourceSampler, machine_slug, measured_peak
+from cvmatte.benchmarks.suite import RESULTS, ResourceSampler, machine_slug, measured_peak, results_dir
 from cvmatte.engine import metrics
 
 
@@ -22,6 +22,7 @@ def test_quick_bench_compares_our_engine_with_the_plain_loop(tmp_path):
     report = json.loads((out / "quick.json").read_text())
     table = (out / "quick.md").read_text()
     assert table in proc.stdout
+    assert "results go to" in proc.stderr and "files to" in proc.stderr  # the log (stderr) says where it wrote
 
     lat = report["latency"]
     assert {(r["resolution"], r["batch"]) for r in lat} == {(320, 1), (320, 4)}
@@ -46,6 +47,16 @@ def test_quick_bench_compares_our_engine_with_the_plain_loop(tmp_path):
     for name in ("quick_latency_vs_resolution.png", "quick_throughput_vs_batch.png"):
         assert (out / name).stat().st_size > 5000
     assert "plain loop (rembg-style), u2netp" in table and report["machine"]["cores"] >= 1
+
+
+def test_bench_writes_under_the_current_directory_unless_told(tmp_path, monkeypatch):
+    """By default a run writes ./bench-results/<machine>/ where it was started, never into the
+    source tree; --out still reaches the committed results folder on purpose."""
+    monkeypatch.chdir(tmp_path)
+    assert results_dir(None, "cpu-2core-x") == tmp_path.resolve() / "bench-results" / "cpu-2core-x"
+    assert RESULTS.resolve() not in results_dir(None, "cpu-2core-x").parents
+    assert results_dir("elsewhere", "cpu-2core-x") == tmp_path.resolve() / "elsewhere"
+    assert results_dir(RESULTS / "cpu-2core-x", "ignored") == (RESULTS / "cpu-2core-x").resolve()
 
 
 def test_connectivity_error_follows_the_benchmark_definition():

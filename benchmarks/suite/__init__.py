@@ -1,6 +1,7 @@
 """`cvmatte bench`: latency, catalog throughput and accuracy, side by side with the tools people use
 today, each figure beside the machine's physical limit; results as JSON, a markdown table and PNG
-plots under benchmarks/results/<machine>/.
+plots under ./bench-results/<machine>/ in the current directory, or --out DIR (the committed
+results: --out benchmarks/results/<machine>).
 
 - Latency: model x backend x precision x resolution x batch; median, p90, p99 after warm-up.
   ONNX Runtime's run() returns after the device has finished (its CUDA provider synchronises), so
@@ -22,9 +23,10 @@ resources (CPU, memory and GPU use during a run), variants (what is compared), l
 accuracy, report (JSON, markdown, plots) and runner (`run`, which does them in order).
 """
 
-from cvmatte.benchmarks.suite.config import RESULTS, BenchConfig, machine_info, machine_slug
+from cvmatte.benchmarks.suite.config import RESULTS, BenchConfig, machine_info, machine_slug, results_dir
 from cvmatte.benchmarks.suite.peak import measured_peak
 from cvmatte.benchmarks.suite.resources import ResourceSampler
 from cvmatte.benchmarks.suite.runner import run
 
-__all__ = ["RESULTS", "BenchConfig", "ResourceSampler", "machine_info", "machine_slug", "measured_peak", "run"]
+__all__ = ["RESULTS", "BenchConfig", "ResourceSampler", "machine_info", "machine_slug", "measured_peak", "results_dir",
+           "run"]

@@ -1,8 +1,11 @@
 """The run's settings and the machine it runs on: `BenchConfig` (models, backends, devices,
 precisions, resolutions, batches, repeats and the sizes of the catalog and accuracy sets, with the
 `--quick` preset), the machine's description recorded with every report (CPU model and widest vector
-extension, usable cores, memory, GPU, library versions, ONNX Runtime providers), and the folder name
-derived from it under benchmarks/results/ (`RESULTS`). Nothing here is timed.
+extension, usable cores, memory, GPU, library versions, ONNX Runtime providers), the folder name
+derived from it, and where a run writes (`results_dir`): ./bench-results/<machine>/ under the current
+directory unless told otherwise, so that a run never writes into the source tree by default. The
+committed results live under benchmarks/results/<machine>/ (`RESULTS`): write there on purpose, with
+`cvmatte bench --out benchmarks/results/<machine>`. Nothing here is timed.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+#: The committed results (in the source tree); a run writes here only when asked to (--out).
 RESULTS = Path(__file__).resolve().parent.parent / "results"
+#: Where a run writes by default: this folder under the current directory, then the machine's name.
+DEFAULT_OUT = "bench-results"
 
 
 @dataclass
@@ -91,6 +97,12 @@ def gpu_name() -> str | None:
         return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
     except (OSError, subprocess.SubprocessError, IndexError):
         return None
+
+
+def results_dir(out: str | Path | None, slug: str) -> Path:
+    """The folder a run writes into: `out` when given, else ./bench-results/<slug>/ under the
+    current directory (absolute, so that the log says exactly where)."""
+    return (Path(out) if out else Path.cwd() / DEFAULT_OUT / slug).resolve()
 
 
 def machine_slug(info: dict) -> str:

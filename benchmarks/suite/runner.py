@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from cvmatte.benchmarks.suite.accuracy import accuracy, summarize_accuracy
-from cvmatte.benchmarks.suite.config import RESULTS, BenchConfig, machine_info, machine_slug
+from cvmatte.benchmarks.suite.config import BenchConfig, machine_info, machine_slug, results_dir
 from cvmatte.benchmarks.suite.latency import latency
 from cvmatte.benchmarks.suite.peak import measured_peak
 from cvmatte.benchmarks.suite.report import write as write_report
@@ -27,10 +27,11 @@ from cvmatte.samples import write_demo_photos
 def run(cfg: BenchConfig, log=print) -> dict:
     info = machine_info()
     slug = machine_slug(info)
-    out = Path(cfg.out) if cfg.out else RESULTS / slug
+    out = results_dir(cfg.out, slug)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     log(f"machine {slug}: {info['cpu']}, {info['cores']} cores, GPU {info['gpu'] or 'none'}")
+    log(f"results go to {out}")
     peak = measured_peak()
     log(f"peak {peak['cpu_gflops']:.0f} GFLOP/s, {peak['cpu_gbs']:.1f} GB/s")
     variants = model_variants(cfg, out / "models", log)
@@ -47,5 +48,6 @@ def run(cfg: BenchConfig, log=print) -> dict:
                   seconds=time.perf_counter() - t0)
     name = "quick" if cfg.quick else "full"
     report["files"] = write_report(report, out, name, log)
-    log(f"wrote {', '.join(report['files'])} in {report['seconds']:.0f} s")
+    log(f"wrote {len(report['files'])} files to {out} in {report['seconds']:.0f} s: "
+        f"{', '.join(Path(f).name for f in report['files'])}")
     return report
