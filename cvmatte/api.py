@@ -38,7 +38,9 @@ class Matter:
 
     model: a zoo name (`cvmatte models`), an ONNX file with its spec JSON beside it, a folder
     holding both, or (backend="torch") a CV-UNet checkpoint `.pt`. backend: "onnxruntime",
-    "torch" (precision "fp32"/"fp16" and cuda_graphs on CUDA) or "tensorrt". device: "auto",
+    "torch" (precision "fp32"/"fp16"/"bf16" and cuda_graphs on CUDA; compile=True: torch.compile,
+    once per input shape; on CUDA the decode, model and finish then run on the GPU, engine/gpu) or
+    "tensorrt". device: "auto",
     "cpu", "cuda" or "tensorrt"; a GPU device that cannot be used raises DeviceError with the
     reason, unless allow_cpu_fallback=True. refiner: what refines the tiles: "guided" (the
     model-free colour guided filter), a learned refiner's zoo name or ONNX file (e.g.
@@ -53,7 +55,7 @@ class Matter:
                  *, threads: int | None = None, allow_cpu_fallback: bool = False,
                  cache_dir: str | Path | None = None, settings: MatteSettings | None = None,
                  refiner: TileRefiner | str | Path = "guided", precision: str = "fp32", cuda_graphs: bool = False,
-                 **setting_overrides):
+                 compile: bool = False, **setting_overrides):
         if settings is not None and setting_overrides:
             raise TypeError("give either settings= or individual setting keywords, not both")
         self.settings = settings or MatteSettings(**setting_overrides)
@@ -61,12 +63,14 @@ class Matter:
         self.init_kwargs = dict(model=str(model), backend=backend, device=device, threads=threads,
                                 allow_cpu_fallback=allow_cpu_fallback, cache_dir=cache_dir, settings=self.settings,
                                 refiner=refiner if isinstance(refiner, (str, Path)) else "guided",
-                                precision=precision, cuda_graphs=cuda_graphs)
+                                precision=precision, cuda_graphs=cuda_graphs, compile=compile)
         self.model = zoo.resolve(model, cache_dir)
         if self.model.spec.in_channels != 3:
             raise ModelError(f"{model}: takes {self.model.spec.in_channels} channels; a tile refiner is given "
                              "as refiner=, not as the model")
-        gpu_options = dict(precision=precision, cuda_graphs=cuda_graphs) if backend == "torch" else {}
+        gpu_options = dict(precision=precision, cuda_graphs=cuda_graphs, compile=compile) if backend == "torch" else {}
+        if compile and backend != "torch":
+            raise ModelError("compile=True is torch.compile: it needs backend='torch'")
         self._make_backend = lambda resolved: create_backend(resolved, backend, device, threads, allow_cpu_fallback,
                                                              **gpu_options)
         self._cache_dir = cache_dir
@@ -84,6 +88,11 @@ class Matter:
         # of the process: they stop when the engine goes (with this Matter, or later where the
         # engine was handed on, as to a Ray actor). The finalizer holds the batchers only.
         self._finalizer = weakref.finalize(self.engine, _close_batchers, self.batcher, self._refiners)
+        #: Decode, model and finish on the GPU (engine/gpu): None = when the torch backend runs on
+        #: CUDA and the tiles go to the guided filter; True/False to force (benchmarks compare both).
+        self.device_pipeline: bool | None = None
+        #: The last device-pipeline run's seconds per stage (decode, model, finish, download).
+        self.last_stage_s: dict[str, float] = {}
 
     def refiner(self, name: str | Path) -> TileRefiner:
         """A tile refiner by name ("guided", a zoo name or an ONNX file), loaded once and kept."""
@@ -172,7 +181,7 @@ class Matter:
         return run_catalog(_as_list(inputs), self.engine, DatedLayout(Path(out_dir), when or datetime.now()), spec,
                            model_id=self.model_id, backend_name=self.backend.describe(), cache=False,
                            sku=SkuResolver(sku_regex, sku_csv), min_side=min_side, thresholds=thresholds,
-                           on_row=on_row)
+                           on_row=on_row, runner_class=_runner_class(self))
 
     def catalog(self, inputs, out: str | Path, *, resume: bool = False, retry_failed: bool = True,
                 rgba: bool = True, alpha: bool = False,
@@ -200,13 +209,31 @@ class Matter:
                            backend_name=self.backend.describe(), cache=True, resume=resume, retry_failed=retry_failed,
                            sku=SkuResolver(sku_regex, sku_csv), min_side=min_side, thresholds=thresholds,
                            settings=self.run_settings(io_workers=workers) if workers else None, on_row=on_row,
-                           on_start=on_start, executor=executor)
+                           on_start=on_start, executor=executor, runner_class=_runner_class(self))
 
     def watch(self, folder: str | Path, out: str | Path, *, settle_s: float = 1.0, idle_exit_s: float | None = None,
               **catalog_options) -> list[Row]:
         """catalog() on the files of a folder as they arrive (see engine/catalog/watch.py)."""
         return watch_catalog(folder, lambda paths, resume: self.catalog(paths, out, resume=resume, **catalog_options),
                              settle_s, idle_exit_s)
+
+
+def _runner_class(m: "Matter"):
+    """Runner, or the device pipeline bound to this Matter's torch backend."""
+    use = m.device_pipeline
+    if use is None:
+        use = (m.backend.name == "torch" and m.backend.on_gpu
+               and isinstance(m.engine.refiner, GuidedFilterRefiner))
+    if not use:
+        return Runner
+    from .engine.gpu.runner import GpuRunner
+
+    def make(*args, **kwargs):
+        runner = GpuRunner(*args, backend=m.backend, batch=m.settings.batch_size, **kwargs)
+        m.last_stage_s = runner.stage_s
+        return runner
+
+    return make
 
 
 def _close_batchers(batcher: DynamicBatcher, refiners: dict) -> None:

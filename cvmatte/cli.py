@@ -178,8 +178,10 @@ def matte(
                               "with its spec JSON."),
     backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime (ONNX files), torch (CV-UNet and U²-Net-p .pt "
                                 "checkpoints, and u2netp itself; eager or CUDA graphs) or tensorrt (engines built on this GPU)."),
-    precision: str = typer.Option("fp32", "--precision", help="torch backend: fp32 or fp16 (CUDA only)."),
+    precision: str = typer.Option("fp32", "--precision", help="torch backend: fp32, or fp16 / bf16 (CUDA only)."),
     cuda_graphs: bool = typer.Option(False, "--cuda-graphs", help="torch backend on CUDA: launch each batch as one CUDA graph."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch backend: torch.compile the model, once per "
+                                       "input shape (its compile time is reported)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or tensorrt. A GPU that cannot be used is an error, not a silent CPU run."),
     allow_cpu_fallback: bool = typer.Option(False, "--allow-cpu-fallback", help="Run on the CPU (and say so) when the GPU device cannot be used."),
     tile: bool = typer.Option(True, "--tile/--no-tile", help="Refine the object's edge at full resolution in tiles."),
@@ -217,7 +219,8 @@ def matte(
         return _matte_one(inputs, out, spec, only_alpha,
                           dict(model=model, backend=backend, device=device, threads=threads,
                                allow_cpu_fallback=allow_cpu_fallback, refiner=refiner, precision=precision,
-                               cuda_graphs=cuda_graphs, tile=tile, despill=despill, max_pixels=int(max_megapixels * 1e6)))
+                               cuda_graphs=cuda_graphs, compile=compile_model, tile=tile, despill=despill,
+                               max_pixels=int(max_megapixels * 1e6)))
     if "-" in inputs:
         _fail("- (stdin) takes -o FILE.png or -o - (stdout)")
     _check_out_dir(out)
@@ -230,7 +233,7 @@ def matte(
         _fail("no images found in " + ", ".join(inputs))
     try:
         m = Matter(model, backend, device, threads=threads, allow_cpu_fallback=allow_cpu_fallback, refiner=refiner,
-                   precision=precision, cuda_graphs=cuda_graphs, tile=tile, despill=despill,
+                   precision=precision, cuda_graphs=cuda_graphs, compile=compile_model, tile=tile, despill=despill,
                    flush_ms=flush_ms, max_pixels=int(max_megapixels * 1e6),
                    **({"batch_size": batch_size} if batch_size else {}))
     except CvmatteError as e:

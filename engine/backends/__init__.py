@@ -2,8 +2,9 @@
 
 `REGISTRY` names where each backend's class lives; its module is imported only when that backend
 is created, so `import cvmatte` never loads torch, TensorRT or cuda-python. Each class has a
-classmethod `from_model(model, *, device, threads, allow_cpu_fallback, precision, cuda_graphs)`
-that checks the options it honours and ignores the rest.
+classmethod `from_model(model, *, device, threads, allow_cpu_fallback, precision, cuda_graphs,
+compile)` that checks the options it honours and ignores the rest (compile=True, torch.compile,
+is refused by the backends that have no such thing).
 """
 
 from __future__ import annotations
@@ -41,15 +42,16 @@ def create_backend(
     allow_cpu_fallback: bool = False,
     precision: str = "fp32",
     cuda_graphs: bool = False,
+    compile: bool = False,
 ) -> Backend:
     """backend: onnxruntime (ONNX files; CPU, CUDA or TensorRT execution providers), torch (CV-UNet and U²-Net-p
-    checkpoints; eager or CUDA graphs, FP16 on CUDA) or tensorrt (an engine built on this GPU).
-    precision and cuda_graphs apply to the torch backend."""
+    checkpoints; eager or CUDA graphs, FP16 or BF16 on CUDA, torch.compile) or tensorrt (an engine built on this GPU).
+    precision, cuda_graphs and compile apply to the torch backend."""
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {device!r}")
     return backend_class(backend).from_model(model, device=device, threads=threads,
                                              allow_cpu_fallback=allow_cpu_fallback, precision=precision,
-                                             cuda_graphs=cuda_graphs)
+                                             cuda_graphs=cuda_graphs, compile=compile)
 
 
 __all__ = ["Backend", "BACKENDS", "DEVICES", "REGISTRY", "backend_class", "create_backend"]

@@ -111,9 +111,12 @@ class OrtBackend(HostSlots):
 
     @classmethod
     def from_model(cls, model: ResolvedModel, *, device: str = "auto", threads: int | None = None,
-                   allow_cpu_fallback: bool = False, precision: str = "fp32", cuda_graphs: bool = False) -> "OrtBackend":
+                   allow_cpu_fallback: bool = False, precision: str = "fp32", cuda_graphs: bool = False,
+                   compile: bool = False) -> "OrtBackend":
         """create_backend's entry; precision comes from the ONNX file itself and ORT has no CUDA-graph
-        option here, so those two are ignored."""
+        option here, so those two are ignored; compile (torch.compile) is refused."""
+        if compile:
+            raise DeviceError("--compile is torch.compile, for --backend torch; ONNX Runtime optimises its graph itself")
         return cls(model, device=device, threads=threads, allow_cpu_fallback=allow_cpu_fallback)
 
     def host_buffer(self, shape, dtype=np.float32):

@@ -101,9 +101,11 @@ class TensorRTBackend(DeviceSlots):
     @classmethod
     def from_model(cls, model: ResolvedModel, *, device: str = "auto", threads: int | None = None,
                    allow_cpu_fallback: bool = False, precision: str = "fp32",
-                   cuda_graphs: bool = False) -> "TensorRTBackend":
+                   cuda_graphs: bool = False, compile: bool = False) -> "TensorRTBackend":
         """create_backend's entry: GPU only; precision comes from the engine (built from the ONNX file's
-        own precision), and threads, CPU fallback and CUDA graphs do not apply."""
+        own precision), and threads, CPU fallback and CUDA graphs do not apply; compile is refused."""
+        if compile:
+            raise DeviceError("--compile is torch.compile, for --backend torch; a TensorRT engine is compiled already")
         if device not in ("auto", "cuda", "tensorrt"):
             raise DeviceError(f"the tensorrt backend runs on an NVIDIA GPU only; got --device {device}")
         return cls(model)

@@ -91,11 +91,13 @@ def run_catalog(inputs: list[str | Path], engine: MattingEngine, layout: outputs
                 sku: outputs.SkuResolver | None = None, min_side: int = 32,
                 thresholds: QualityThresholds | None = None, settings: MatteSettings | None = None,
                 refiner: TileRefiner | None = None, on_row: Callable[[Row], None] | None = None,
-                on_start: Callable[[int], None] | None = None, executor: Executor | None = None) -> RunReport:
+                on_start: Callable[[int], None] | None = None, executor: Executor | None = None,
+                runner_class: Callable[..., Runner] = Runner) -> RunReport:
     """Validate, then matte every accepted input not finished yet, rows appended as they finish.
     cache: keep alphas under OUT/.cache (a catalog), or not (`cvmatte matte`); resume: finish the
     manifest's last run instead of starting a new one (retry_failed: its failed inputs too). The
-    output folder is never read as input; output names are claimed (store.NameClaims)."""
+    output folder is never read as input; output names are claimed (store.NameClaims).
+    runner_class: Runner, or engine.gpu.runner.GpuRunner (bound to its backend) for the device path."""
     t0 = time.perf_counter()
     spec = spec or outputs.OutputSpec()
     settings = settings or engine.settings
@@ -140,10 +142,10 @@ def run_catalog(inputs: list[str | Path], engine: MattingEngine, layout: outputs
         if e.reject is not None:
             record(Row(e.input, e.sha256, e.sku, e.path, status="rejected", error=e.reject, run=run_id))
     accepted = [e for e in entries if e.reject is None]
-    runner = Runner(engine, spec, FileSink(layout), model_id=model_id, backend_name=backend_name, run_id=run_id,
+    runner = runner_class(engine, spec, FileSink(layout), model_id=model_id, backend_name=backend_name, run_id=run_id,
                     cache=AlphaCache(layout.root / ".cache") if cache else None, thresholds=thresholds,
                     settings=settings, refiner=refiner)
-    for row in (executor or Runner.run)(runner, accepted):
+    for row in (executor or type(runner).run)(runner, accepted):
         record(row)
     seconds = time.perf_counter() - t0
     summary = summarize(run_id, rows, seconds, new_rows=len(rows) - len(previous))

@@ -272,7 +272,8 @@ class Runner:
 
     def _write(self, loaded: _Loaded, result: MatteResult, measures: dict) -> Row:
         row = loaded.row
-        loaded.pages = loaded.decoded.pages
+        if loaded.decoded is not None:
+            loaded.pages = loaded.decoded.pages
         loaded.decoded = None  # the decoded image is not needed past here
         t0 = time.perf_counter()
         row.outputs = self.sink(loaded.entry, outputs.encode(result, self.spec))
