@@ -25,6 +25,18 @@ def quantize(alpha: np.ndarray) -> np.ndarray:
     return np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
+def to_8bit_grid(alpha: np.ndarray) -> np.ndarray:
+    """dequantize(quantize(alpha)), in place in alpha's own float32 buffer (no extra full-frame
+    float32 planes at 16 MP and up)."""
+    alpha = alpha.astype(np.float32, copy=False)
+    np.multiply(alpha, 255.0, out=alpha)
+    alpha += 0.5
+    np.clip(alpha, 0, 255, out=alpha)
+    np.floor(alpha, out=alpha)
+    np.divide(alpha, np.float32(255.0), out=alpha)
+    return alpha
+
+
 def dequantize(alpha_u8: np.ndarray) -> np.ndarray:
     """uint8 -> float32 k / 255: the one way an 8-bit alpha becomes a float, fresh or cached."""
     return alpha_u8.astype(np.float32) / np.float32(255.0)
@@ -120,7 +132,7 @@ class MattingEngine:
             n_tiles = len(tiles)
         if source_alpha is not None:
             alpha = alpha * source_alpha  # the file's own transparency stays transparent
-        alpha = dequantize(quantize(alpha))
+        alpha = to_8bit_grid(alpha if alpha is not coarse else coarse.copy())
         timings["refine_s"] = time.perf_counter() - t0
         return self.cut_out(rgb, alpha, coarse, timings, s, tiles=n_tiles, band_fraction=band_fraction, band=band)
 

@@ -94,38 +94,62 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, strength: float = 1.
     y0, y1 = max(0, rows[0] - radius), min(alpha.shape[0], rows[-1] + 1 + radius)
     x0, x1 = max(0, cols[0] - radius), min(alpha.shape[1], cols[-1] + 1 + radius)
     out = rgb.copy()
-    out[y0:y1, x0:x1] = _blur_fusion(rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1], soft[y0:y1, x0:x1], strength, radius)
+    _blur_fusion(rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1], soft[y0:y1, x0:x1], strength, radius, out[y0:y1, x0:x1])
     return out
 
 
-def _blur_fusion(rgb: np.ndarray, alpha: np.ndarray, soft: np.ndarray, strength: float, radius: int) -> np.ndarray:
-    ys, xs = np.nonzero(soft)
+#: Rows per strip of the per-pixel passes: their float32 planes (about 100 bytes a pixel) exist for
+#: one strip at a time, not for the whole frame (1.6 GB at 16 MP).
+STRIP_ROWS = 256
+#: cv2.blur with a 6-px kernel reads 3 rows above and 2 below: the strips overlap by this much.
+_HALO = 3
+
+
+def _blur_fusion(rgb: np.ndarray, alpha: np.ndarray, soft: np.ndarray, strength: float, radius: int,
+                 out: np.ndarray) -> None:
+    """Writes F into `out` (uint8, the box's view of the result) at the soft pixels."""
     H, W = alpha.shape
-    img = rgb.astype(np.float32) * (1.0 / 255.0)
-    a = alpha.astype(np.float32, copy=False)
-    # Wide pass: local means of the foreground (weighted by alpha) and background (by 1 - alpha).
+    # Wide pass, on a grid `k` times smaller: local means of the foreground (weighted by alpha)
+    # and of the background (by 1 - alpha). Shrunk from the uint8 photo: no full-size float copy.
     k = max(1, radius // 30)
     small = (max(1, W // k), max(1, H // k))
-    si = cv2.resize(img, small, interpolation=cv2.INTER_AREA)
-    sa = cv2.resize(a, small, interpolation=cv2.INTER_AREA)[..., None]
+    si = cv2.resize(rgb, small, interpolation=cv2.INTER_AREA).astype(np.float32) * (1.0 / 255.0)
+    sa = cv2.resize(alpha.astype(np.float32, copy=False), small, interpolation=cv2.INTER_AREA)[..., None]
     r = (max(1, round(radius / k)),) * 2
     blur_a = cv2.blur(sa, r)[..., None]
-    wide_F = cv2.resize(cv2.blur(si * sa, r) / (blur_a + 1e-5), (W, H), interpolation=cv2.INTER_LINEAR)
-    wide_B = cv2.resize(cv2.blur(si * (1 - sa), r) / (1 - blur_a + 1e-5), (W, H), interpolation=cv2.INTER_LINEAR)
-    I_s, a_s = img[ys, xs], a[ys, xs][:, None]
-    F1_s = np.clip(wide_F[ys, xs] + a_s * (I_s - a_s * wide_F[ys, xs] - (1 - a_s) * wide_B[ys, xs]), 0, 1)
-    # Narrow pass: F1 equals the photo where alpha is 1 and is weighted by 0 where alpha is 0,
-    # so F1 * alpha differs from photo * alpha only at the soft pixels.
-    Fa = img * a[..., None]
-    Fa[ys, xs] = F1_s * a_s
-    Bb = wide_B * (1 - a)[..., None]
-    n = (6, 6)
-    blur_a6 = cv2.blur(a, n)[ys, xs][:, None]
-    nF = cv2.blur(Fa, n)[ys, xs] / (blur_a6 + 1e-5)
-    nB = cv2.blur(Bb, n)[ys, xs] / (1 - blur_a6 + 1e-5)
-    F_s = np.clip(nF + a_s * (I_s - a_s * nF - (1 - a_s) * nB), 0, 1)
-    if strength < 1.0:
-        F_s = I_s + strength * (F_s - I_s)
-    out = rgb.copy()
-    out[ys, xs] = np.clip(F_s * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return out
+    # Widened to full width once (a few rows of the small grid's height); each strip then takes
+    # its rows by linear interpolation, as cv2.resize's INTER_LINEAR would.
+    wide_F = cv2.resize(cv2.blur(si * sa, r) / (blur_a + 1e-5), (W, small[1]), interpolation=cv2.INTER_LINEAR)
+    wide_B = cv2.resize(cv2.blur(si * (1 - sa), r) / (1 - blur_a + 1e-5), (W, small[1]), interpolation=cv2.INTER_LINEAR)
+    fy = np.maximum((np.arange(H, dtype=np.float64) + 0.5) * (small[1] / H) - 0.5, 0.0)
+    lo = np.minimum(fy.astype(np.int64), small[1] - 1)
+    hi = np.minimum(lo + 1, small[1] - 1)
+    wy = np.where(lo == small[1] - 1, 0.0, fy - lo).astype(np.float32)[:, None, None]
+    for s0 in range(0, H, STRIP_ROWS):
+        s1 = min(H, s0 + STRIP_ROWS)
+        if not soft[s0:s1].any():
+            continue  # F is the photo there: `out` holds it already
+        h0, h1 = max(0, s0 - _HALO), min(H, s1 + _HALO)
+        rows = slice(h0, h1)
+        ys, xs = np.nonzero(soft[rows])
+        img = rgb[rows].astype(np.float32) * (1.0 / 255.0)
+        a = alpha[rows].astype(np.float32, copy=False)
+        wF = wide_F[lo[rows]] * (1 - wy[rows]) + wide_F[hi[rows]] * wy[rows]
+        wB = wide_B[lo[rows]] * (1 - wy[rows]) + wide_B[hi[rows]] * wy[rows]
+        I_s, a_s = img[ys, xs], a[ys, xs][:, None]
+        F1_s = np.clip(wF[ys, xs] + a_s * (I_s - a_s * wF[ys, xs] - (1 - a_s) * wB[ys, xs]), 0, 1)
+        # Narrow pass: F1 equals the photo where alpha is 1 and is weighted by 0 where alpha is 0,
+        # so F1 * alpha differs from photo * alpha only at the soft pixels.
+        Fa = img * a[..., None]
+        Fa[ys, xs] = F1_s * a_s
+        Bb = wB * (1 - a)[..., None]
+        inner = (ys >= s0 - h0) & (ys < s1 - h0)  # the halo rows belong to the neighbouring strips
+        ys, xs, I_s, a_s = ys[inner], xs[inner], I_s[inner], a_s[inner]
+        n = (6, 6)
+        blur_a6 = cv2.blur(a, n)[ys, xs][:, None]
+        nF = cv2.blur(Fa, n)[ys, xs] / (blur_a6 + 1e-5)
+        nB = cv2.blur(Bb, n)[ys, xs] / (1 - blur_a6 + 1e-5)
+        F_s = np.clip(nF + a_s * (I_s - a_s * nF - (1 - a_s) * nB), 0, 1)
+        if strength < 1.0:
+            F_s = I_s + strength * (F_s - I_s)
+        out[h0 + ys, xs] = np.clip(F_s * 255.0 + 0.5, 0, 255).astype(np.uint8)

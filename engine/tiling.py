@@ -90,14 +90,25 @@ def blend(coarse: np.ndarray, weight: np.ndarray, tiles: list[Tile], refined: li
     coarse: float32 [H, W]; weight: float32 [H, W] in [0, 1], the band (1 inside, a soft rim, 0
     outside: there the coarse alpha decides); refined: float32 [h, w] per tile.
     """
-    acc = np.zeros_like(coarse)
-    wsum = np.zeros_like(coarse)
+    # The accumulators cover the tiles' bounding box only, and the final mix runs in strips of
+    # rows, so no full-frame float32 temporaries beyond these two (memory grows with the band).
+    out = coarse.copy()
+    if not tiles:
+        return out
+    by0, by1 = min(t.y0 for t in tiles), max(t.y1 for t in tiles)
+    bx0, bx1 = min(t.x0 for t in tiles), max(t.x1 for t in tiles)
+    acc = np.zeros((by1 - by0, bx1 - bx0), np.float32)
+    wsum = np.zeros_like(acc)
     for t, r in zip(tiles, refined):
         w = feather(t, coarse.shape, overlap)
-        sl = t.slices
+        sl = (slice(t.y0 - by0, t.y1 - by0), slice(t.x0 - bx0, t.x1 - bx0))
         acc[sl] += w * r
         wsum[sl] += w
-    covered = wsum > 0
-    refined_full = np.where(covered, acc / np.maximum(wsum, 1e-12), coarse)
-    mask = weight * covered
-    return np.clip(coarse + mask * (refined_full - coarse), 0.0, 1.0)
+    for y in range(0, by1 - by0, 256):
+        rows = slice(y, min(by1 - by0, y + 256))
+        c = coarse[by0 + rows.start:by0 + rows.stop, bx0:bx1]
+        covered = wsum[rows] > 0
+        refined_full = np.divide(acc[rows], wsum[rows], out=c.copy(), where=covered)
+        mask = weight[by0 + rows.start:by0 + rows.stop, bx0:bx1] * covered
+        out[by0 + rows.start:by0 + rows.stop, bx0:bx1] = np.clip(c + mask * (refined_full - c), 0.0, 1.0)
+    return out
