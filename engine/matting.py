@@ -130,6 +130,7 @@ class MattingEngine:
             refined = refiner.refine([rgb[t.slices] for t in tiles], [coarse[t.slices] for t in tiles], scale)
             alpha = tiling.blend(coarse, weight, tiles, refined, s.tile_overlap)
             n_tiles = len(tiles)
+            del weight, refined  # full-frame and tile planes: gone before the foreground's
         if source_alpha is not None:
             alpha = alpha * source_alpha  # the file's own transparency stays transparent
         alpha = to_8bit_grid(alpha if alpha is not coarse else coarse.copy())

@@ -251,6 +251,7 @@ class Runner:
             d = loaded.decoded
             result = self.engine.finish(d.rgb, coarse_small, d.alpha, {"coarse_s": coarse_s}, self.settings,
                                         self.refiner)
+            del d  # _write releases the decoded image; no local may keep it alive
             t0 = time.perf_counter()
             measures = quality.measure(result.alpha, result.coarse)
             result.timings["quality_s"] = time.perf_counter() - t0
