@@ -64,6 +64,16 @@ class MatteResult:
         return quantize(self.alpha)
 
     @property
+    def bgra(self) -> np.ndarray:
+        """rgba in OpenCV's channel order, built directly (the PNG encoder takes it without a copy)."""
+        a = self.alpha_u8
+        out = np.empty(a.shape + (4,), np.uint8)
+        out[..., :3] = self.foreground[..., ::-1]
+        out[..., 3] = a
+        out[a == 0] = 0
+        return out
+
+    @property
     def rgba(self) -> np.ndarray:
         """uint8 [H, W, 4]: foreground colour and alpha, not premultiplied. Fully transparent
         pixels carry black: the old background is not kept, and the PNG is half the size."""

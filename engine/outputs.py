@@ -113,7 +113,7 @@ def _encode_background(cutout, spec: OutputSpec) -> bytes:
 
 
 KINDS: dict[str, OutputKind] = {
-    "rgba": OutputKind("_matte.png", "image/png", lambda c, s: imageio.encode_png(c.rgba, s.png_compression)),
+    "rgba": OutputKind("_matte.png", "image/png", lambda c, s: imageio.encode_png(c.bgra, s.png_compression, bgr=True)),
     "alpha": OutputKind("_alpha.png", "image/png", lambda c, s: imageio.encode_png(c.alpha_u8, s.png_compression)),
     "background": OutputKind("_background.jpg", "image/jpeg", _encode_background),
 }

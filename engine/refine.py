@@ -100,7 +100,7 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, strength: float = 1.
 
 #: Rows per strip of the per-pixel passes: their float32 planes (about 100 bytes a pixel) exist for
 #: one strip at a time, not for the whole frame (1.6 GB at 16 MP).
-STRIP_ROWS = 256
+STRIP_ROWS = 128
 #: cv2.blur with a 6-px kernel reads 3 rows above and 2 below: the strips overlap by this much.
 _HALO = 3
 
@@ -117,10 +117,10 @@ def _blur_fusion(rgb: np.ndarray, alpha: np.ndarray, soft: np.ndarray, strength:
     sa = cv2.resize(alpha.astype(np.float32, copy=False), small, interpolation=cv2.INTER_AREA)[..., None]
     r = (max(1, round(radius / k)),) * 2
     blur_a = cv2.blur(sa, r)[..., None]
-    # Widened to full width once (a few rows of the small grid's height); each strip then takes
-    # its rows by linear interpolation, as cv2.resize's INTER_LINEAR would.
-    wide_F = cv2.resize(cv2.blur(si * sa, r) / (blur_a + 1e-5), (W, small[1]), interpolation=cv2.INTER_LINEAR)
-    wide_B = cv2.resize(cv2.blur(si * (1 - sa), r) / (1 - blur_a + 1e-5), (W, small[1]), interpolation=cv2.INTER_LINEAR)
+    # Each strip widens only the rows of the small grid it needs (horizontally, as cv2.resize's
+    # INTER_LINEAR would) and takes its own rows between them by linear interpolation.
+    small_F = cv2.blur(si * sa, r) / (blur_a + 1e-5)
+    small_B = cv2.blur(si * (1 - sa), r) / (1 - blur_a + 1e-5)
     fy = np.maximum((np.arange(H, dtype=np.float64) + 0.5) * (small[1] / H) - 0.5, 0.0)
     lo = np.minimum(fy.astype(np.int64), small[1] - 1)
     hi = np.minimum(lo + 1, small[1] - 1)
@@ -134,8 +134,11 @@ def _blur_fusion(rgb: np.ndarray, alpha: np.ndarray, soft: np.ndarray, strength:
         ys, xs = np.nonzero(soft[rows])
         img = rgb[rows].astype(np.float32) * (1.0 / 255.0)
         a = alpha[rows].astype(np.float32, copy=False)
-        wF = wide_F[lo[rows]] * (1 - wy[rows]) + wide_F[hi[rows]] * wy[rows]
-        wB = wide_B[lo[rows]] * (1 - wy[rows]) + wide_B[hi[rows]] * wy[rows]
+        r0, r1 = lo[h0], hi[h1 - 1] + 1
+        wide_F = cv2.resize(small_F[r0:r1], (W, r1 - r0), interpolation=cv2.INTER_LINEAR).reshape(r1 - r0, W, 3)
+        wide_B = cv2.resize(small_B[r0:r1], (W, r1 - r0), interpolation=cv2.INTER_LINEAR).reshape(r1 - r0, W, 3)
+        wF = wide_F[lo[rows] - r0] * (1 - wy[rows]) + wide_F[hi[rows] - r0] * wy[rows]
+        wB = wide_B[lo[rows] - r0] * (1 - wy[rows]) + wide_B[hi[rows] - r0] * wy[rows]
         I_s, a_s = img[ys, xs], a[ys, xs][:, None]
         F1_s = np.clip(wF[ys, xs] + a_s * (I_s - a_s * wF[ys, xs] - (1 - a_s) * wB[ys, xs]), 0, 1)
         # Narrow pass: F1 equals the photo where alpha is 1 and is weighted by 0 where alpha is 0,
