@@ -106,6 +106,8 @@ CANVAS = typer.Option(None, "--canvas", help="Background canvas WIDTHxHEIGHT: th
                       "and centred (default: the photo's own size, nothing moved).")
 FILL = typer.Option(0.8, "--fill", min=0.05, max=1.0, help="Share of the canvas the product fills.")
 SHADOW = typer.Option(False, "--shadow", help="A soft contact shadow under the product on the background.")
+MAX_MEMORY = typer.Option(None, "--max-memory", min=1.0, help="Working memory for the images in flight, in MB: "
+                          "fewer large images at once (one image always runs; 16 MP takes about 1 GB).")
 
 
 def _output_spec(alpha: bool, background: Optional[str], canvas: Optional[str], fill: float, shadow: bool,
@@ -203,6 +205,7 @@ def matte(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per model batch (default: 1 on a CPU, 8 on a GPU)."),
     flush_ms: float = typer.Option(5.0, "--flush-ms", min=0.0, help="Longest wait of a part-filled batch for more images."),
     max_megapixels: float = typer.Option(64.0, "--max-megapixels", min=0.01, help="Refuse larger images."),
+    max_memory: Optional[float] = MAX_MEMORY,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Cut out every image: RGBA PNG at the original resolution, plus optional alpha and background JPEG.
@@ -234,7 +237,7 @@ def matte(
     try:
         m = Matter(model, backend, device, threads=threads, allow_cpu_fallback=allow_cpu_fallback, refiner=refiner,
                    precision=precision, cuda_graphs=cuda_graphs, compile=compile_model, tile=tile, despill=despill,
-                   flush_ms=flush_ms, max_pixels=int(max_megapixels * 1e6),
+                   flush_ms=flush_ms, max_pixels=int(max_megapixels * 1e6), max_memory_mb=max_memory,
                    **({"batch_size": batch_size} if batch_size else {}))
     except CvmatteError as e:
         _fail(str(e))
@@ -521,6 +524,7 @@ def catalog_run(
     workers: int = typer.Option(2, "--workers", min=1, help="Threads decoding, refining and writing on this machine."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default: 1 on a CPU, 8 on a GPU."),
     max_megapixels: float = typer.Option(64.0, "--max-megapixels", min=0.01),
+    max_memory: Optional[float] = MAX_MEMORY,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Matte a whole catalog: manifest, quality flags, review list, cache; resumable."""
@@ -544,7 +548,8 @@ def catalog_run(
         _fail(f"--thresholds {thresholds}: {e}")
     try:
         m = Matter(model, backend, device, allow_cpu_fallback=allow_cpu_fallback, refiner=refiner,
-                   max_pixels=int(max_megapixels * 1e6), **({"batch_size": batch_size} if batch_size else {}))
+                   max_pixels=int(max_megapixels * 1e6), max_memory_mb=max_memory,
+                   **({"batch_size": batch_size} if batch_size else {}))
     except CvmatteError as e:
         _fail(str(e))
     console.print(f"cvmatte catalog: {m.describe()}{', on Ray' if ray else ''}", highlight=False)

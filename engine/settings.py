@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 from .imageio import DEFAULT_MAX_PIXELS
 
+#: Peak working memory of one image through the CPU path, per pixel (measured: 53 B/px at 16 MP
+#: above a warmed-up process, benchmarks/highres.py), rounded up.
+BYTES_PER_PIXEL = 60
+
 #: Batch size on a GPU when the caller gives none.
 GPU_BATCH = 8
 
@@ -42,6 +46,9 @@ class MatteSettings:
     io_workers: int = 2
     #: Most decoded images held in memory at once.
     max_inflight: int = 8
+    #: Working memory for the images in flight, in MB (estimated at BYTES_PER_PIXEL of each image's
+    #: pixels): fewer images are admitted at once when they are large; one is always admitted.
+    max_memory_mb: float | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self):
@@ -56,6 +63,7 @@ class MatteSettings:
             "ring_depth": self.ring_depth >= 1,
             "io_workers": self.io_workers >= 1,
             "max_inflight": self.max_inflight >= 1,
+            "max_memory_mb": self.max_memory_mb is None or self.max_memory_mb > 0,
             "max_pixels": self.max_pixels >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]

@@ -201,3 +201,19 @@ def test_one_file_to_an_exact_path_or_through_stdin_and_stdout(tmp_path, tiny):
     p = cli("matte", src, src, "-o", tmp_path / "two.png", "--model", tiny)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 2 and "exactly one input" in err
+
+
+def test_max_memory_admits_fewer_large_images_at_once(tmp_path, tiny):
+    from cvmatte.engine.catalog import Entry, MemorySink, Runner
+    from cvmatte.engine.outputs import OutputSpec
+
+    paths = shots(tmp_path / "in", 6, ".jpg", seed=11, size=(400, 500))
+    entries = [Entry(str(p), sku="s", stem=p.stem, width=500, height=400) for p in paths]
+    with Matter(tiny, device="cpu") as m:
+        free = Runner(m.engine, OutputSpec(), MemorySink())
+        rows_free = list(free.run(entries))
+        # 0.2 MP at 60 B/px is 12 MB an image: a 20 MB budget admits one at a time.
+        tight = Runner(m.engine, OutputSpec(), MemorySink(), settings=m.run_settings(max_memory_mb=20))
+        rows_tight = list(tight.run(entries))
+    assert free.max_in_flight > 1 and tight.max_in_flight == 1
+    assert [r.input for r in rows_tight] == [r.input for r in rows_free] and all(r.ok for r in rows_tight)

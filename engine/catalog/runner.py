@@ -6,8 +6,9 @@ outputs (outputs.encode) -> a sink (files, or memory for the service) -> one Row
 Pipelined: the calling thread hands each decoded image's model input to the dynamic batcher and
 goes on at once; a thread pool decodes the next images and refines, encodes and writes the
 previous ones (OpenCV and NumPy release the GIL), so the model never waits for I/O and the CPU
-never waits for the model. At most about 3 * max_inflight decoded images are held at once. One
-bad file gets a failed row and the run goes on.
+never waits for the model. At most about 3 * max_inflight decoded images are held at once, fewer
+under max_memory_mb (each image counted at BYTES_PER_PIXEL of its pixels). One bad file gets a
+failed row and the run goes on.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ..batching import DynamicBatcher
 from ..errors import CvmatteError
 from ..matting import MatteResult, MattingEngine, dequantize
 from ..refiners import TileRefiner
-from ..settings import MatteSettings
+from ..settings import BYTES_PER_PIXEL, MatteSettings
 from .store import AlphaCache, settings_digest
 from .validate import Entry
 
@@ -156,6 +157,11 @@ class Runner:
         batcher = DynamicBatcher(self.engine.backend, s.batch_size, s.ring_depth, s.flush_ms) if own \
             else self.engine.backend
         todo = iter(entries)
+        upcoming = [next(todo, None)]
+        budget = s.max_memory_mb * 1e6 if s.max_memory_mb else None
+        held = [0.0]  # estimated bytes of the images admitted and not yet out as rows
+        costs: dict[str, float] = {}
+        self.max_in_flight = 0
         ready: deque[Row] = deque()
         loading: deque[Future] = deque()
         coarse: deque[tuple[_Loaded, np.ndarray, Future]] = deque()
@@ -163,11 +169,20 @@ class Runner:
         pool = ThreadPoolExecutor(s.io_workers, thread_name_prefix="cvmatte-io")
         try:
             def refill():
-                while len(loading) < s.max_inflight:
-                    e = next(todo, None)
-                    if e is None:
-                        return
+                while len(loading) < s.max_inflight and upcoming[0] is not None:
+                    e = upcoming[0]
+                    cost = e.width * e.height * BYTES_PER_PIXEL
+                    if budget and held[0] > 0 and held[0] + cost > budget:
+                        return  # --max-memory: wait until images in flight are out
+                    held[0] += cost
+                    costs[e.input] = cost
+                    self.max_in_flight = max(self.max_in_flight, len(costs))
                     loading.append(pool.submit(self._load, e))
+                    upcoming[0] = next(todo, None)
+
+            def leave(row: Row) -> Row:
+                held[0] -= costs.pop(row.input, 0.0)
+                return row
 
             def settle_finishing(keep: int):
                 while finishing and (len(finishing) > keep or finishing[0].done()):
@@ -192,7 +207,14 @@ class Runner:
                     settle_finishing(s.max_inflight)
 
             refill()
-            while loading:
+            while loading or upcoming[0] is not None:
+                if not loading:  # the memory budget holds the next image back: drain first
+                    settle_coarse(0)
+                    settle_finishing(0)
+                    while ready:
+                        yield leave(ready.popleft())
+                    refill()
+                    continue
                 loaded = loading.popleft().result()
                 refill()
                 if loaded.decoded is None:
@@ -208,11 +230,11 @@ class Runner:
                         ready.append(self._failed(loaded, err))
                 settle_coarse(s.max_inflight)
                 while ready:
-                    yield ready.popleft()
+                    yield leave(ready.popleft())
             settle_coarse(0)
             settle_finishing(0)
             while ready:
-                yield ready.popleft()
+                yield leave(ready.popleft())
         except BaseException:
             # Ctrl-C, or the caller stopped (GeneratorExit): images not started are dropped; those
             # being written finish, so no half-written file and no temporary file stays behind.

@@ -22,7 +22,8 @@ from .. import imageio
 from ..settings import MatteSettings
 
 #: Settings that do not change the alpha (speed only) and so do not enter the cache key.
-_SPEED_ONLY = {"batch_size", "io_workers", "max_inflight", "flush_ms", "ring_depth", "tile_batch", "max_pixels"}
+_SPEED_ONLY = {"batch_size", "io_workers", "max_inflight", "flush_ms", "ring_depth", "tile_batch", "max_pixels",
+               "max_memory_mb"}
 
 
 def settings_digest(settings: MatteSettings, refiner_name: str) -> str:
