@@ -56,7 +56,15 @@ def _guided_coefficients(I: np.ndarray, p: np.ndarray, r: int, eps: float) -> tu
     var = {}
     for k, (a, b) in enumerate(ii):
         var[a, b] = mean_prods[..., k] - mean_I[..., a] * mean_I[..., b] + (eps if a == b else 0.0)
-    # Inverse of the 3x3 by cofactors, all pixels at once.
+    a0, a1, a2 = solve_sym3(var, cov_Ip[..., 0], cov_Ip[..., 1], cov_Ip[..., 2])
+    b = mean_p - a0 * mean_I[..., 0] - a1 * mean_I[..., 1] - a2 * mean_I[..., 2]
+    return _box(np.stack([a0, a1, a2], axis=-1), r), _box(b, r)
+
+
+def solve_sym3(var: dict, cx, cy, cz) -> tuple:
+    """Per pixel, the inverse of the symmetric 3x3 `var` ((i, j) -> plane, i <= j) times (cx, cy,
+    cz), by cofactors, all pixels at once. Plain arithmetic: numpy arrays and torch tensors alike
+    (the GPU finish calls it too)."""
     c00 = var[1, 1] * var[2, 2] - var[1, 2] ** 2
     c01 = var[0, 2] * var[1, 2] - var[0, 1] * var[2, 2]
     c02 = var[0, 1] * var[1, 2] - var[0, 2] * var[1, 1]
@@ -64,12 +72,8 @@ def _guided_coefficients(I: np.ndarray, p: np.ndarray, r: int, eps: float) -> tu
     c12 = var[0, 1] * var[0, 2] - var[0, 0] * var[1, 2]
     c22 = var[0, 0] * var[1, 1] - var[0, 1] ** 2
     inv_det = 1.0 / (var[0, 0] * c00 + var[0, 1] * c01 + var[0, 2] * c02)
-    cx, cy, cz = cov_Ip[..., 0], cov_Ip[..., 1], cov_Ip[..., 2]
-    a0 = (c00 * cx + c01 * cy + c02 * cz) * inv_det
-    a1 = (c01 * cx + c11 * cy + c12 * cz) * inv_det
-    a2 = (c02 * cx + c12 * cy + c22 * cz) * inv_det
-    b = mean_p - a0 * mean_I[..., 0] - a1 * mean_I[..., 1] - a2 * mean_I[..., 2]
-    return _box(np.stack([a0, a1, a2], axis=-1), r), _box(b, r)
+    return ((c00 * cx + c01 * cy + c02 * cz) * inv_det, (c01 * cx + c11 * cy + c12 * cz) * inv_det,
+            (c02 * cx + c12 * cy + c22 * cz) * inv_det)
 
 
 def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, strength: float = 1.0,

@@ -42,8 +42,9 @@ def cache_dir(override: str | Path | None = None) -> Path:
     return Path(user_cache_dir("cvmatte", appauthor=False))
 
 
-#: Converters from a downloaded source format to `<name>.onnx` + spec, by format; the hook through
-#: which the export toolchain (`cvmatte.export` registers "tf_graph" on import) serves the runtime.
+#: Converters from a downloaded source format to `<name>.onnx` + spec, by format: filled from
+#: outside the runtime (the export toolchain registers "tf_graph" when it is imported), so the
+#: runtime never imports the toolchain.
 CONVERTERS: dict[str, Callable[..., object]] = {}
 
 

@@ -14,19 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
-import pytest
 
-from tests.test_service import (CHUNKED, endless_upload, httpx, lying_zip, memory, peak_growth, small_jpeg,
-                                start_server, zero_zip)
+from tests.test_service import (CHUNKED, endless_upload, httpx, lying_zip, memory, peak_growth, server,  # noqa: F401
+                                small_jpeg, zero_zip)
 from cvmatte.samples import write_demo_photos  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def server():
-    proc, url = start_server("--device", "cpu", "--workers", "1", "--queue", "2", "--max-upload-mb", "2")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
 
 
 def png_claiming(width: int, height: int) -> bytes:

@@ -247,7 +247,9 @@ class Runner:
 
     # --- the steps, each on the pool; none raises: an error becomes the row's ---------------------
 
-    def _load(self, e: Entry) -> _Loaded:
+    def _read(self, e: Entry) -> tuple[_Loaded, bytes | None]:
+        """The file's bytes, checked against validation's sha256, and the cache looked up; the
+        bytes are None when that failed (the row says why). Decoding is the caller's."""
         loaded = _Loaded(e, Row(e.input, e.sha256, e.sku, e.path, duplicate_of=e.duplicate_of, model=self.model_id,
                                 backend=self.backend_name, settings=self.digest, run=self.run_id),
                          t0=time.perf_counter())
@@ -257,12 +259,22 @@ class Runner:
             if e.sha256 and digest != e.sha256:
                 raise CvmatteError(f"{e.input}: the file changed after validation; run again")
             loaded.row.sha256 = digest
-            loaded.decoded = imageio.decode_image(data, e.input, self.settings.max_pixels)
-            loaded.row.height, loaded.row.width = loaded.decoded.rgb.shape[:2]
-            loaded.row.timings["decode_s"] = time.perf_counter() - loaded.t0
             if self.cache is not None:
                 loaded.key = self.cache.key(digest, self.model_id, self.digest)
                 loaded.hit = self.cache.get(loaded.key)
+            return loaded, data
+        except Exception as err:
+            self._failed(loaded, err)
+            return loaded, None
+
+    def _load(self, e: Entry) -> _Loaded:
+        loaded, data = self._read(e)
+        if data is None:
+            return loaded
+        try:
+            loaded.decoded = imageio.decode_image(data, e.input, self.settings.max_pixels)
+            loaded.row.height, loaded.row.width = loaded.decoded.rgb.shape[:2]
+            loaded.row.timings["decode_s"] = time.perf_counter() - loaded.t0
         except Exception as err:
             loaded.decoded = None
             self._failed(loaded, err)

@@ -20,6 +20,7 @@ import cv2
 import torch
 import torch.nn.functional as F
 
+from ..refine import solve_sym3
 from ..settings import MatteSettings
 
 REFLECT = "reflect"        # cv2.BORDER_REFLECT: fedcba|abcdef (the edge pixel repeated)
@@ -105,17 +106,8 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
     cov_Ip = means[4:7] - mean_I * mean_p
     var = {ab: means[7 + n] - mean_I[ab[0]] * mean_I[ab[1]] + (eps if ab[0] == ab[1] else 0.0)
            for n, ab in enumerate(ii)}
-    # Inverse of the per-pixel 3x3 colour covariance by cofactors, as on the CPU.
-    c00 = var[1, 1] * var[2, 2] - var[1, 2] ** 2
-    c01 = var[0, 2] * var[1, 2] - var[0, 1] * var[2, 2]
-    c02 = var[0, 1] * var[1, 2] - var[0, 2] * var[1, 1]
-    c11 = var[0, 0] * var[2, 2] - var[0, 2] ** 2
-    c12 = var[0, 1] * var[0, 2] - var[0, 0] * var[1, 2]
-    c22 = var[0, 0] * var[1, 1] - var[0, 1] ** 2
-    inv_det = 1.0 / (var[0, 0] * c00 + var[0, 1] * c01 + var[0, 2] * c02)
-    cx, cy, cz = cov_Ip
-    a = torch.stack([(c00 * cx + c01 * cy + c02 * cz), (c01 * cx + c11 * cy + c12 * cz),
-                     (c02 * cx + c12 * cy + c22 * cz)]) * inv_det
+    # Inverse of the per-pixel 3x3 colour covariance by cofactors: the CPU's own function.
+    a = torch.stack(solve_sym3(var, *cov_Ip))
     b = mean_p - (a * mean_I).sum(0)
     Ab = box(torch.cat([a, b[None]]), k)
     if subsample > 1:

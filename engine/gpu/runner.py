@@ -10,7 +10,6 @@ CPU path of Runner (no model work to save there).
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,7 +18,6 @@ from typing import Iterable, Iterator
 from .. import imageio, quality
 from ..catalog.runner import Row, Runner, _Loaded
 from ..catalog.validate import Entry
-from ..errors import CvmatteError
 from ..matting import MatteResult, dequantize
 from . import decode, finish
 
@@ -63,24 +61,6 @@ class GpuRunner(Runner):
         """Stage times need the device idle at the stage's end; on the CPU (tests) there is nothing to wait for."""
         if self.backend.device.type == "cuda":
             torch.cuda.synchronize(self.backend.device)
-
-    def _read(self, e: Entry) -> tuple[_Loaded, bytes | None]:
-        loaded = _Loaded(e, Row(e.input, e.sha256, e.sku, e.path, duplicate_of=e.duplicate_of, model=self.model_id,
-                                backend=self.backend_name, settings=self.digest, run=self.run_id),
-                         t0=time.perf_counter())
-        try:
-            data = e.data if e.data is not None else imageio.read_bytes(e.input)
-            digest = hashlib.sha256(data).hexdigest()
-            if e.sha256 and digest != e.sha256:
-                raise CvmatteError(f"{e.input}: the file changed after validation; run again")
-            loaded.row.sha256 = digest
-            if self.cache is not None:
-                loaded.key = self.cache.key(digest, self.model_id, self.digest)
-                loaded.hit = self.cache.get(loaded.key)
-            return loaded, data
-        except Exception as err:
-            self._failed(loaded, err)
-            return loaded, None
 
     def _batch(self, items: list[tuple[_Loaded, bytes | None]], pool, writing: deque, torch) -> list[Row]:
         """One batch: failures and cache hits leave at once (hits to the CPU path); the rest go
