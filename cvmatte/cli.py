@@ -83,8 +83,11 @@ def _sku_resolver(regex: Optional[str], csv_path: Optional[Path]):
 
 
 class _RateColumn(ProgressColumn):
+    """Images/s since the start (Rich's own speed is over its last few updates: bursty finishes
+    made it read thousands)."""
+
     def render(self, task) -> Text:
-        return Text(f"{task.speed:.2f} images/s" if task.speed else "")
+        return Text(f"{task.completed / task.elapsed:.2f} images/s" if task.completed and task.elapsed else "")
 
 
 def _parse_canvas(text: Optional[str]) -> Optional[tuple[int, int]]:
