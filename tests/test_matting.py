@@ -147,3 +147,27 @@ def test_foreground_estimation_removes_the_background_colour():
     after = np.abs(est - fg)[soft].mean()
     assert after < 0.2 * before, (after, before)
     np.testing.assert_array_equal(estimate_foreground(rgb, alpha, 0.0), rgb)
+
+
+def test_foreground_runs_of_columns_give_the_whole_strips_result(monkeypatch):
+    """Two products side by side, 1000 px apart: each strip's soft pixels sit in two runs of
+    columns, worked apart; the result is the same bytes as one run over the whole width. Pixels
+    of alpha <= 4/255 keep the photo's colour."""
+    from cvmatte.engine import refine
+
+    c = make_composite(2.0, seed=3, fg_photo="coffee.png", bg_photo="astronaut.png")
+    h, w = c.alpha.shape
+    rgb = np.concatenate([c.rgb, c.rgb[:, ::-1]], axis=1)
+    alpha = np.concatenate([c.alpha, c.alpha[:, ::-1]], axis=1)
+    alpha = dequantize(quantize(alpha))
+    alpha[:40, :40] = 3 / 255  # a faint haze
+    runs = []
+    column_runs = refine._column_runs
+    monkeypatch.setattr(refine, "_column_runs", lambda *a: runs.append(column_runs(*a)) or runs[-1])
+    split = refine.estimate_foreground(rgb, alpha, 1.0)
+    assert max(len(r) for r in runs) >= 2
+    monkeypatch.setattr(refine, "_column_runs", lambda cols, halo, gap: [(0, len(cols))])
+    whole = refine.estimate_foreground(rgb, alpha, 1.0)
+    np.testing.assert_array_equal(split, whole)
+    assert (split != rgb).any()
+    np.testing.assert_array_equal(split[:40, :40], rgb[:40, :40])

@@ -20,7 +20,7 @@ import cv2
 import torch
 import torch.nn.functional as F
 
-from ..refine import solve_sym3
+from ..refine import FAINT, solve_sym3
 from ..settings import MatteSettings
 
 REFLECT = "reflect"        # cv2.BORDER_REFLECT: fedcba|abcdef (the edge pixel repeated)
@@ -135,7 +135,7 @@ def estimate_foreground(rgb: torch.Tensor, alpha: torch.Tensor, strength: float 
                         radius: int = 90) -> torch.Tensor:
     """engine/refine.estimate_foreground on the device: rgb uint8 [3, H, W], alpha float [H, W]
     in [0, 1] -> uint8 [3, H, W], the photo itself outside the soft pixels."""
-    soft = (alpha > 1.0 / 512) & (alpha < 1.0 - 1.0 / 512)
+    soft = (alpha > FAINT) & (alpha < 1.0 - 1.0 / 512)
     rows, cols = soft.any(1).nonzero()[:, 0], soft.any(0).nonzero()[:, 0]
     if strength <= 0 or len(rows) == 0:
         return rgb
