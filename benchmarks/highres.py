@@ -10,10 +10,17 @@ child after the run). Time is the wall time of the `matte_files` call, best of t
 stage shares come from that run's row (`timings`: decode_s ... write_s over total_s; "other" is
 what no stage timer covers: the model input's resize and the hand-offs between threads).
 
-The input is a real photo upscaled: a synthetic product shot (cvmatte.samples.make_composite,
-coffee over the motorcycle backdrop) at the asked size, written as a JPEG of quality 92.
+The input is a synthetic product shot (cvmatte.samples.make_composite: a bottle outline with
+hair-thin strands drawn at the asked size, a real photo's texture upscaled into it), written as a
+JPEG of quality 92, in one of two scenes:
 
-    python -m cvmatte.benchmarks.highres [--sizes 1 4 16 50] [--repeats 2] [--out DIR]
+- busy (the default, as first measured): over the defocused motorcycle photo, which the default
+  model takes in part for the product: its uncertain region is a share of the frame, so the
+  band, and the foreground's soft pixels, grow with the area;
+- studio: the same product's exact layers over a light grey gradient, as catalog shots are taken:
+  the uncertain band is the outline, and grows with the edge.
+
+    python -m cvmatte.benchmarks.highres [--sizes 1 4 16 50] [--repeats 2] [--scene busy|studio] [--out DIR]
 """
 
 from __future__ import annotations
@@ -195,15 +202,22 @@ def run_child(image: Path, out_dir: Path, warmup: Path | None, timeout: float, m
 # --------------------------------------------------------------------------- inputs and machine
 
 
-def write_input(path: Path, megapixels: float, seed: int = 0) -> tuple[int, int]:
-    """A real photo upscaled: the product shot at `megapixels`, as a JPEG of quality 92."""
+def write_input(path: Path, megapixels: float, seed: int = 0, scene: str = "busy") -> tuple[int, int]:
+    """The product shot at `megapixels` in `scene` (busy or studio), as a JPEG of quality 92."""
+    import numpy as np
     from PIL import Image
 
     from cvmatte.samples import make_composite
 
     c = make_composite(megapixels, seed=seed, fg_photo="coffee.png", bg_photo="motorcycle_left.png")
-    h, w = c.rgb.shape[:2]
-    Image.fromarray(c.rgb).save(path, quality=92)
+    rgb = c.rgb
+    if scene == "studio":
+        h, w = c.alpha.shape
+        grey = np.linspace(236.0, 212.0, h, dtype=np.float32)[:, None, None]  # light, darker towards the floor
+        a = c.alpha[..., None]
+        rgb = np.clip(c.foreground * a + grey * (1 - a) + 0.5, 0, 255).astype(np.uint8)
+    h, w = rgb.shape[:2]
+    Image.fromarray(rgb).save(path, quality=92)
     return w, h
 
 
@@ -365,7 +379,7 @@ def markdown(result: dict) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores ({isa}), {m.get('memory_gib', '?')} GiB; "
         f"ONNX Runtime {m.get('onnxruntime', '?')}, OpenCV {m.get('cv2', '?')}, numpy {m.get('numpy', '?')}.",
         f"Engine: {result.get('engine', '?')}; the engine's code from {result.get('code') or '?'}.",
-        f"Command: `{result['command']}`",
+        f"Command: `{result['command']}`; scene: {result.get('scene', 'busy')} (see the module's docstring).",
         "",
         f"Each size: {result['repeats']} fresh process(es), best wall time of `matte_files` (one image: "
         "decode, coarse pass, tiles, foreground, quality, PNG encode, write) after one warm-up image; "
@@ -395,6 +409,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=float, nargs="+", default=[1, 4, 16, 50], help="megapixels, smallest first")
     ap.add_argument("--repeats", type=int, default=2, help="fresh processes per size; the best time counts")
+    ap.add_argument("--scene", choices=["busy", "studio"], default="busy",
+                    help="the product over a photo the model half takes for it (busy), or over a studio grey")
     ap.add_argument("--out", type=Path, default=None, help="write highres.json and highres.md here")
     ap.add_argument("--timeout", type=float, default=600, help="seconds one child may run")
     ap.add_argument("--repeat-under", type=float, default=240,
@@ -412,7 +428,7 @@ def main(argv: list[str] | None = None) -> dict:
         write_input(warmup, 0.2, seed=1)
         for mp in sizes:
             image = tmp / f"product_{fmt_mp(mp)}mp.jpg"
-            size = write_input(image, mp)
+            size = write_input(image, mp, scene=args.scene)
             print(f"{fmt_mp(mp)} MP: {size[0]}x{size[1]}, {image.stat().st_size / MB:.1f} MB JPEG", flush=True)
             runs = []
             for rep in range(args.repeats):
@@ -442,7 +458,7 @@ def main(argv: list[str] | None = None) -> dict:
     base = add_ratios(rows)
     engine = next((r["engine"] for r in rows if "engine" in r), None)
     code = next((r["code"] for r in rows if r.get("code")), None)
-    result = {"command": command, "machine": machine(), "repeats": args.repeats, "sizes": sizes,
+    result = {"command": command, "machine": machine(), "repeats": args.repeats, "sizes": sizes, "scene": args.scene,
               "base_megapixels": base, "engine": engine, "code": code, "rows": rows, "targets": targets(rows),
               "stages": STAGES}
     md = markdown(result)
