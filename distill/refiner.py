@@ -1,14 +1,18 @@
 """The learned tile refiner: a small CV-UNet that takes a full-resolution tile's RGB plus the
 engine's upsampled coarse alpha (4 channels) and returns the refined alpha.
 
-Training data are high-resolution product shots with exact alpha (at least 2000 px on the longer
-side): the procedural bottles with hair-thin strands of cvmatte/samples.py, and, when cut-out
-folders are given, photographic cut-outs over studio or scene backdrops (distill/corpus.py).
+Training data are high-resolution product shots with exact alpha: the procedural bottles with
+hair-thin strands of cvmatte/samples.py; when soft-matte folders are given, photographed trees,
+shrubs, grasses and clouds with their real soft alpha (distill/soft_mattes.py, its training split
+only); and, when cut-out folders are given, photographic cut-outs with hard outlines. Cut-outs go
+over studio or scene backdrops (distill/corpus.py) at a longer side drawn from min_side..max_side,
+so the tiles span the upsampling scales the refiner will meet.
 Each shot goes through the engine's own coarse pass and band finder, so the tiles are exactly
 where and what the refiner sees at run time: crops centred on the uncertain band, with the
 coarse alpha as the engine upsamples it.
 
-    python -m cvmatte.distill.refiner -o runs/refiner [--cutouts DIR] [--backgrounds DIR] --minutes 15
+    python -m cvmatte.distill.refiner -o runs/refiner --soft-mattes soft-mattes/train \
+        --cutouts corpus-src/stamps --backgrounds corpus/photos --shots 72 --min-side 1000 --minutes 20
 """
 
 from __future__ import annotations
@@ -28,13 +32,15 @@ from cvmatte.engine.spec import ModelSpec
 
 from . import losses
 from cvmatte.engine.nets.checkpoint import load_checkpoint, save_checkpoint
-from .corpus import compose, load_backgrounds, photographic_cutouts, read_cutout
+from .corpus import compose, in_split, load_backgrounds, photographic_cutouts, read_cutout
 from cvmatte.engine.nets.cvunet import build, count_flops
 from .trainer import budget_fraction, scheduled_lr
 
 #: Seeds of the procedural shots start here, far from the benchmarks' (0..99) and the
 #: student benchmark's (100+), so that no evaluation image is ever trained on.
 SEED_BASE = 10_000
+#: Hard cut-outs are held out as the training corpus holds them out (scripts/training_corpus.sh).
+HELD_OUT_EVERY = 5
 
 
 @dataclass
@@ -42,10 +48,14 @@ class RefinerConfig:
     out: str = "runs/refiner"
     name: str = "cvunet-refiner"
     preset: str = "cvunet-xs"
-    teacher: str = "u2netp"
+    #: The coarse model whose alpha the refiner learns to refine: the packaged default.
+    teacher: str = "u2netp-product"
+    soft_mattes: list[str] = field(default_factory=list)
     cutouts: list[str] = field(default_factory=list)
     backgrounds: list[str] = field(default_factory=list)
     shots: int = 40
+    min_side: int = 2000
+    max_side: int = 4000
     tiles_per_shot: int = 24
     tile: int = 320
     crop: int = 256
@@ -64,20 +74,31 @@ class RefinerConfig:
 
 
 def high_res_shots(cfg: RefinerConfig, rng: np.random.Generator):
-    """Yields (rgb uint8 [H, W, 3], exact alpha float32 [H, W]) with the longer side >= 2000."""
-    cutouts, backgrounds = [], []
-    if cfg.cutouts and cfg.backgrounds:
-        cutouts = photographic_cutouts([Path(p) for p in cfg.cutouts])
-        backgrounds = load_backgrounds([Path(p) for p in cfg.backgrounds])
+    """Yields (rgb uint8 [H, W, 3], exact alpha float32 [H, W]): procedural shots and, in turn,
+    soft mattes and hard cut-outs where folders of them are given."""
+    backgrounds = load_backgrounds([Path(p) for p in cfg.backgrounds]) if cfg.backgrounds else []
+    kinds = [("procedural", [])]
+    if backgrounds:
+        for kind, folders in (("soft", cfg.soft_mattes), ("cutout", cfg.cutouts)):
+            if folders:
+                if kind == "cutout":  # the corpus's split: its held-out cut-outs stay out (in_split)
+                    found = photographic_cutouts([Path(p) for p in folders])
+                    files = [p for i, p in enumerate(found) if in_split(i, "train", HELD_OUT_EVERY)]
+                else:  # soft_mattes.py has split them already: pass its train/ folder
+                    files = sorted(p for f in folders for p in Path(f).glob("*.png"))
+                kinds.append((kind, files))
     for i in range(cfg.shots):
-        if cutouts and i % 2:
-            cut = read_cutout(cutouts[int(rng.integers(len(cutouts)))])
+        kind, files = kinds[i % len(kinds)]
+        if kind != "procedural":
+            cut = read_cutout(files[int(rng.integers(len(files)))])
             yield compose(cut, backgrounds[int(rng.integers(len(backgrounds)))], rng,
-                          side=int(rng.integers(2000, 4001)))
+                          side=int(rng.integers(cfg.min_side, cfg.max_side + 1)))
         else:
             fg, bg = SCENES[i % len(SCENES)]
-            c = make_composite(float(rng.uniform(3.0, 12.0)), seed=SEED_BASE + cfg.seed * 1000 + i, fg_photo=fg,
-                               bg_photo=bg, strands=int(rng.integers(20, 80)), aspect=float(rng.choice([4 / 3, 3 / 4, 1.0])))
+            side = int(rng.integers(cfg.min_side, cfg.max_side + 1))
+            aspect = float(rng.choice([4 / 3, 3 / 4, 1.0]))
+            c = make_composite(side * side / max(aspect, 1 / aspect) / 1e6, seed=SEED_BASE + cfg.seed * 1000 + i,
+                               fg_photo=fg, bg_photo=bg, strands=int(rng.integers(20, 80)), aspect=aspect)
             yield c.rgb, c.alpha
 
 
@@ -117,7 +138,7 @@ def make_tiles(cfg: RefinerConfig, engine, log=print) -> dict[str, np.ndarray]:
             shot.append(i)
     tiles = {"rgb": np.stack(rgb), "coarse": np.stack(coarse), "alpha": np.stack(alpha), "shot": np.asarray(shot)}
     np.savez(cache, **tiles)
-    log(f"{len(rgb)} tiles from {cfg.shots} shots >= 2000 px in {time.perf_counter() - t0:.0f} s")
+    log(f"{len(rgb)} tiles from {cfg.shots} shots of {cfg.min_side}-{cfg.max_side} px in {time.perf_counter() - t0:.0f} s")
     return tiles
 
 
@@ -207,9 +228,12 @@ def train_refiner(cfg: RefinerConfig, log=print) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-o", "--out", default="runs/refiner")
-    ap.add_argument("--teacher", default="u2netp")
+    ap.add_argument("--teacher", default=RefinerConfig.teacher)
     ap.add_argument("--preset", default="cvunet-xs")
+    ap.add_argument("--soft-mattes", nargs="*", default=[], help="folders of RGBA cut-outs with soft alpha")
     ap.add_argument("--cutouts", nargs="*", default=[])
+    ap.add_argument("--min-side", type=int, default=RefinerConfig.min_side)
+    ap.add_argument("--max-side", type=int, default=RefinerConfig.max_side)
     ap.add_argument("--backgrounds", nargs="*", default=[])
     ap.add_argument("--shots", type=int, default=40)
     ap.add_argument("--tiles-per-shot", type=int, default=24)
@@ -220,7 +244,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     cfg = RefinerConfig(out=a.out, teacher=a.teacher, preset=a.preset, cutouts=a.cutouts, backgrounds=a.backgrounds,
-                        shots=a.shots, tiles_per_shot=a.tiles_per_shot, steps=a.steps, minutes=a.minutes,
+                        soft_mattes=a.soft_mattes, min_side=a.min_side, max_side=a.max_side, shots=a.shots,
+                        tiles_per_shot=a.tiles_per_shot, steps=a.steps, minutes=a.minutes,
                         batch_size=a.batch_size, eval_every=a.eval_every, seed=a.seed)
     train_refiner(cfg)
 

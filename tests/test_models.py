@@ -127,19 +127,14 @@ def test_packaged_students_resolve_verify_and_cut_out(tmp_path, name, coffee):
     assert r.alpha[:40, 500:].mean() < 0.2  # the table
 
 
-def test_packaged_refiner_beats_the_guided_filter_in_the_band(tmp_path):
-    """The learned tile refiner that ships (distill/refiner.py; trained on seeds >= 10000) on an
-    evaluation shot it never saw: lower SAD and gradient error in the band than the guided filter."""
+def test_packaged_refiner_is_the_one_measured(tmp_path):
+    """The learned tile refiner that ships is the file measured in benchmarks/NOTES.md (issue 17:
+    better than the guided filter on held-out real soft mattes, worse on hard product outlines,
+    so not the default), trained on the default model's coarse alpha. Its quality is measured by
+    benchmarks/soft_edges.py on data CI does not download (1.3 GB); tests/test_refiner.py checks
+    that it changes the band, and only the band, from its MIN_SCALE on."""
     assert "cvunet-refiner" in PACKAGED and PACKAGED["cvunet-refiner"].in_channels == 4
-    from cvmatte import Matter
-    from cvmatte.samples import make_composite
-    from cvmatte.engine import metrics
-
     resolved = zoo.resolve("cvunet-refiner", tmp_path)
     assert sha256_file(resolved.path) == resolved.spec.sha256
-    c = make_composite(4.0, seed=1, fg_photo="chelsea.png", bg_photo="motorcycle_left.png")
-    guided = Matter("u2netp", device="cpu", despill=0.0).engine.matte(c.rgb)
-    learned = Matter("u2netp", device="cpu", despill=0.0, refiner=resolved.path).engine.matte(c.rgb)
-    band = guided.band
-    assert metrics.sad(learned.alpha, c.alpha, band) < 0.7 * metrics.sad(guided.alpha, c.alpha, band)
-    assert metrics.gradient_error(learned.alpha, c.alpha, band) < metrics.gradient_error(guided.alpha, c.alpha, band)
+    assert resolved.spec.sha256.startswith("21e2f18513b6")
+    assert f"coarse alpha of {zoo.DEFAULT_MODEL} " in resolved.spec.source

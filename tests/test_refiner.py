@@ -95,8 +95,12 @@ def test_the_engine_runs_a_learned_refiner_on_the_band_only(tmp_path, matter):
     assert "tiles refined by tiny-refiner" in learned.describe()
     r = learned.matte(c.rgb)
     assert r.tiles > 0
-    # An untrained refiner returns the coarse alpha: the tiles change nothing, anywhere.
-    assert np.abs(r.alpha - r.coarse).max() < 2e-3
+    # An untrained network returns the coarse alpha, so the result is its guided pass alone on
+    # the coarse alpha inside the band, and the coarse alpha (on the 8-bit grid) outside it.
+    assert np.abs(r.alpha - r.coarse)[~r.band].max() <= 0.5 / 255 + 1e-6
+    smooth_only = Matter("u2netp", device="cpu", despill=0.0, refiner=learned.engine.refiner.smooth).matte(c.rgb)
+    assert np.abs(r.alpha - smooth_only.alpha).max() <= 2 / 255
+    assert (np.abs(r.alpha - r.coarse)[r.band] > 2 / 255).any()  # the pass did change the band
     with pytest.raises(ModelError, match="not a tile refiner"):
         Matter("u2netp", device="cpu", refiner="u2netp")
     with pytest.raises(ModelError, match="refiner="):
@@ -116,8 +120,76 @@ def test_refiner_training_on_high_res_shots_beats_the_coarse_alpha(tmp_path):
 
 
 def test_small_photos_go_to_the_guided_filter(matter):
-    """Out of the learned refiner's training range (scale < 3), the tiles take the fallback."""
+    """Below ModelRefiner.MIN_SCALE (2: the smallest scale measured), the tiles take the fallback."""
     learned = Matter("u2netp", device="cpu", despill=0.0, refiner="cvunet-refiner")
     guided = Matter("u2netp", device="cpu", despill=0.0)
     cat = load_photo("chelsea.png")  # 451x300: scale 1.4
     assert np.array_equal(learned.matte(cat).alpha, guided.matte(cat).alpha)
+
+
+def test_the_learned_refiner_changes_the_band_from_its_min_scale_on(tmp_path):
+    """--refiner cvunet-refiner does what it says: from ModelRefiner.MIN_SCALE on, the learned
+    refiner's tiles change the alpha inside the band and nowhere else; below it, the guided filter
+    refines and the result is the default's, byte for byte. Through the CLI, as users run it."""
+    import subprocess
+    import sys
+
+    from cvmatte.engine.refiners import ModelRefiner
+
+    side = {"above": int(ModelRefiner.MIN_SCALE * 320) + 96, "below": int(ModelRefiner.MIN_SCALE * 320) - 96}
+    for where, longer in side.items():
+        c = make_composite(longer * longer * 0.75 / 1e6, seed=5, fg_photo="chelsea.png", bg_photo="rocket.jpg")
+        assert abs(max(c.rgb.shape) - longer) <= 2
+        photo = tmp_path / f"{where}.png"
+        cv2.imwrite(str(photo), cv2.cvtColor(c.rgb, cv2.COLOR_RGB2BGR))
+        alphas = {}
+        for refiner in ("guided", "cvunet-refiner"):
+            out = tmp_path / f"{where}-{refiner}.png"
+            p = subprocess.run([sys.executable, "-m", "cvmatte.cli", "matte", str(photo), "-o", str(out), "--only-alpha",
+                                "--refiner", refiner], capture_output=True, text=True)
+            assert p.returncode == 0, p.stderr
+            alphas[refiner] = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+        changed = alphas["guided"] != alphas["cvunet-refiner"]
+        if where == "below":
+            assert not changed.any()
+            continue
+        band = Matter(device="cpu").matte(c.rgb).band
+        assert changed[band].mean() > 0.05  # the tiles refined most of the band differently
+        assert not changed[~band].any()  # outside the band both keep the coarse alpha
+
+
+def test_soft_mattes_split_atlases_into_objects_and_hold_out_whole_files(tmp_path):
+    """distill/soft_mattes.py on textures laid out as the package's are: each atlas's soft objects
+    become cut-outs (a repeated copy once, a hard-edged one and a speck not at all), and every
+    third texture goes whole to the held-out split, so no object is on both sides."""
+    from cvmatte.distill import soft_mattes
+
+    folder = tmp_path / "usr/share/games/flightgear/Textures/Trees"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+
+    def soft_blob(size, radius):
+        a = np.zeros((size, size), np.float32)
+        cv2.circle(a, (size // 2, size // 2), radius, 1.0, -1)
+        a = cv2.GaussianBlur(a, (0, 0), size / 12)  # a cloud-like soft rim
+        rgb = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+        return np.dstack([rgb, np.round(a * 255).astype(np.uint8)])
+
+    blob = soft_blob(200, 50)
+    for k in range(4):  # four textures: t0 and t3 are held out (k % 3 == 0)
+        atlas = np.zeros((512, 1024, 4), np.uint8)
+        atlas[20:220, 20:220] = soft_blob(200, 60 + 5 * k)
+        atlas[20:220, 300:500] = blob  # the same object in every atlas: kept once
+        hard = np.zeros((200, 200), np.uint8)
+        cv2.rectangle(hard, (20, 20), (180, 180), 255, -1)  # no soft edge: not wanted
+        atlas[260:460, 20:220, 3] = hard
+        atlas[300:310, 600:610, 3] = 128  # a speck
+        cv2.imwrite(str(folder / f"t{k}.png"), cv2.cvtColor(atlas, cv2.COLOR_RGBA2BGRA))
+    summary = soft_mattes.build(tmp_path, tmp_path / "out", log=lambda *_: None)
+    by_split = {s: [o for o in summary["objects"] if o["split"] == s] for s in ("train", "heldout")}
+    assert {o["source"].split("/")[-1] for o in by_split["heldout"]} == {"t0.png", "t3.png"}
+    assert len(by_split["heldout"]) == 3 and len(by_split["train"]) == 2  # the shared blob once, in t0
+    for o in summary["objects"]:
+        cut = cv2.imread(str(tmp_path / "out" / o["file"]), cv2.IMREAD_UNCHANGED)
+        assert 160 <= max(cut.shape[:2]) <= 210 and o["soft_share"] > 0.2
+    assert soft_mattes.read_split(tmp_path / "out", "heldout") == sorted((tmp_path / "out/heldout").glob("*.png"))
