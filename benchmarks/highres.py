@@ -212,8 +212,7 @@ def write_input(path: Path, megapixels: float, seed: int = 0, scene: str = "busy
     c = make_composite(megapixels, seed=seed, fg_photo="coffee.png", bg_photo="motorcycle_left.png")
     rgb = c.rgb
     if scene == "studio":
-        h, w = c.alpha.shape
-        grey = np.linspace(236.0, 212.0, h, dtype=np.float32)[:, None, None]  # light, darker towards the floor
+        grey = np.linspace(236.0, 212.0, c.alpha.shape[0], dtype=np.float32)[:, None, None]  # light, darker towards the floor
         a = c.alpha[..., None]
         rgb = np.clip(c.foreground * a + grey * (1 - a) + 0.5, 0, 255).astype(np.uint8)
     h, w = rgb.shape[:2]

@@ -104,6 +104,10 @@ def compose(cutout: np.ndarray, background: np.ndarray, rng: np.random.Generator
     return rgb, alpha
 
 
+#: Every HELD_OUT_EVERY-th source file (sorted) is held out of training (in_split).
+HELD_OUT_EVERY = 5
+
+
 def in_split(index: int, split: str, every: int) -> bool:
     """The split of source files (cut-outs, backgrounds, photos) between the training corpus and
     the held-out evaluation set: every `every`-th file of a sorted list is held out, so no cut-out
@@ -115,7 +119,7 @@ def in_split(index: int, split: str, every: int) -> bool:
 
 
 def build_corpus(cutouts: list[Path], backgrounds: list[Path], photos: list[Path], count: int, out: Path,
-                 seed: int = 0, max_side: int = 1280, split: str = "all", every: int = 5, log=print) -> dict:
+                 seed: int = 0, max_side: int = 1280, split: str = "all", every: int = HELD_OUT_EVERY, log=print) -> dict:
     """Write `count` composites and copies of the real photos (longer side capped) into out/, from
     the source files of `split` ("train", "heldout" or "all"; see in_split)."""
     out = Path(out)
@@ -185,7 +189,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split", choices=["all", "train", "heldout"], default="all",
                     help="which source files to use: every --every-th of each list is held out")
-    ap.add_argument("--every", type=int, default=5)
+    ap.add_argument("--every", type=int, default=HELD_OUT_EVERY)
     ap.add_argument("-o", "--out", type=Path, required=True)
     args = ap.parse_args(argv)
     build_corpus(args.cutouts, args.backgrounds, args.photos, args.count, args.out, args.seed, split=args.split,

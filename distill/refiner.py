@@ -32,15 +32,13 @@ from cvmatte.engine.spec import ModelSpec
 
 from . import losses
 from cvmatte.engine.nets.checkpoint import load_checkpoint, save_checkpoint
-from .corpus import compose, in_split, load_backgrounds, photographic_cutouts, read_cutout
+from .corpus import HELD_OUT_EVERY, compose, in_split, load_backgrounds, photographic_cutouts, read_cutout
 from cvmatte.engine.nets.cvunet import build, count_flops
 from .trainer import budget_fraction, scheduled_lr
 
 #: Seeds of the procedural shots start here, far from the benchmarks' (0..99) and the
 #: student benchmark's (100+), so that no evaluation image is ever trained on.
 SEED_BASE = 10_000
-#: Hard cut-outs are held out as the training corpus holds them out (scripts/training_corpus.sh).
-HELD_OUT_EVERY = 5
 
 
 @dataclass

@@ -40,6 +40,11 @@ MIN_SIDE = 160
 MIN_SOFT_SHARE = 0.08
 
 
+def soft_share(alpha: np.ndarray) -> float:
+    """The share of the visible pixels (alpha > 0) whose alpha is soft (8 < alpha < 247)."""
+    return float(((alpha > 8) & (alpha < 247)).sum() / max(1, (alpha > 0).sum()))
+
+
 def source_files(root: Path) -> list[Path]:
     files = sorted({p for pattern in SOURCES for p in root.glob(pattern)})
     return [p for p in files if _has_alpha(p)]
@@ -64,10 +69,7 @@ def objects(rgba: np.ndarray) -> list[np.ndarray]:
         crop = rgba[y:y + h, x:x + w].copy()
         crop[..., 3][labels[y:y + h, x:x + w] != i] = 0
         alpha = crop[..., 3]
-        visible = alpha > 0
-        if visible.mean() < 0.05:
-            continue
-        if ((alpha > 8) & (alpha < 247)).sum() < MIN_SOFT_SHARE * visible.sum():
+        if (alpha > 0).mean() < 0.05 or soft_share(alpha) < MIN_SOFT_SHARE:
             continue
         out.append(crop)
     return out
@@ -97,10 +99,8 @@ def build(root: Path, out: Path, log=print) -> dict:
             name = f"{path.stem}_{j:02d}.png"
             (out / split).mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(out / split / name), cv2.cvtColor(obj, cv2.COLOR_RGBA2BGRA))
-            a = obj[..., 3]
             index.append({"file": f"{split}/{name}", "split": split, "source": str(path.relative_to(root)),
-                          "size": [int(obj.shape[1]), int(obj.shape[0])],
-                          "soft_share": round(float(((a > 8) & (a < 247)).sum() / max(1, (a > 0).sum())), 3)})
+                          "size": [int(obj.shape[1]), int(obj.shape[0])], "soft_share": round(soft_share(obj[..., 3]), 3)})
             kept += 1
         log(f"{split:8s} {path.relative_to(root)}: {kept} objects")
     summary = {"package": PACKAGE, "version": VERSION, "sources": SOURCES, "held_out_every": HELD_OUT_EVERY,

@@ -286,6 +286,13 @@ class Runner:
             result = self.engine.finish(d.rgb, coarse_small, d.alpha, {"coarse_s": coarse_s}, self.settings,
                                         self.refiner)
             del d  # _write releases the decoded image; no local may keep it alive
+            return self._measure_and_write(loaded, result)
+        except Exception as err:
+            return self._failed(loaded, err)
+
+    def _measure_and_write(self, loaded: _Loaded, result: MatteResult) -> Row:
+        """A fresh result (this runner's or the device pipeline's): quality, the cache, the outputs."""
+        try:
             t0 = time.perf_counter()
             measures = quality.measure(result.alpha, result.coarse)
             result.timings["quality_s"] = time.perf_counter() - t0

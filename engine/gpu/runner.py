@@ -15,7 +15,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterable, Iterator
 
-from .. import imageio, quality
+from .. import imageio
 from ..catalog.runner import Row, Runner, _Loaded
 from ..catalog.validate import Entry
 from ..matting import MatteResult, dequantize
@@ -114,18 +114,6 @@ class GpuRunner(Runner):
             result = MatteResult(dequantize(alpha_u8), None, fg, timings=dict(per_image))
             writing.append(pool.submit(self._measure_and_write, loaded, result))
         return done
-
-    def _measure_and_write(self, loaded: _Loaded, result: MatteResult) -> Row:
-        try:
-            t0 = time.perf_counter()
-            measures = quality.measure(result.alpha)
-            result.timings["quality_s"] = time.perf_counter() - t0
-            if self.cache is not None:
-                self.cache.put(loaded.key, result.alpha_u8, {"quality": measures, "input": loaded.entry.input})
-                loaded.row.cache = "miss"
-            return self._write(loaded, result, measures)
-        except Exception as err:
-            return self._failed(loaded, err)
 
 
 def flatten_on_white(rgb, alpha):
