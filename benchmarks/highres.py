@@ -44,8 +44,9 @@ TARGET_RATIO_16 = 2.5
 TARGET_PEAK_16 = 1e9
 TARGET_PEAK_50 = 3e9
 MB = 1e6
-#: The default tile side (MatteSettings.tile_size), for the tiles' share of the image's pixels.
-TILE = 512
+#: The default tile side (the guided filter's own, MatteSettings.tile_size None), for the tiles'
+#: share of the image's pixels.
+TILE = 1024
 
 
 # --------------------------------------------------------------------------- the child process
@@ -140,7 +141,7 @@ def probe(image: str) -> dict:
         coarse = step("upsample coarse alpha", lambda: preprocess.upsample_alpha(small, (H, W)))
         weight = step("band weight (enlarged)", lambda: eng.band_weight(small, (H, W)))
         band = weight > 0
-        tiles = step("plan tiles", lambda: tiling.plan_tiles(band, s.tile_size, s.tile_overlap))
+        tiles = step("plan tiles", lambda: tiling.plan_tiles(band, s.tile_size or TILE, s.tile_overlap))
         scale = eng.upsampling_scale(H, W)
         refined = step("guided filter over the tiles", lambda: eng.refiner.refine(
             [rgb[t.slices] for t in tiles], [coarse[t.slices] for t in tiles], scale))

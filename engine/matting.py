@@ -136,7 +136,7 @@ class MattingEngine:
             weight = self.band_weight(coarse_small, (H, W))
             band = weight > 0
             band_fraction = float(band.mean())
-            tiles = tiling.plan_tiles(band, s.tile_size, s.tile_overlap)
+            tiles = tiling.plan_tiles(band, s.tile_size or refiner.tile_size, s.tile_overlap)
             refined = refiner.refine([rgb[t.slices] for t in tiles], [coarse[t.slices] for t in tiles], scale)
             alpha = tiling.blend(coarse, weight, tiles, refined, s.tile_overlap)
             n_tiles = len(tiles)

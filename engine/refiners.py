@@ -18,6 +18,8 @@ from .spec import ModelSpec
 
 class TileRefiner(Protocol):
     name: str
+    #: The tile side it works best with (MatteSettings.tile_size None takes this).
+    tile_size: int
 
     def refine(self, rgb: list[np.ndarray], coarse: list[np.ndarray], scale: float) -> list[np.ndarray]:
         """rgb: uint8 [h, w, 3] tiles; coarse: float32 [h, w] in [0, 1]; scale: full-resolution
@@ -34,6 +36,9 @@ class GuidedFilterRefiner:
     at full resolution (benchmarks/NOTES.md)."""
 
     name = "guided-filter"
+    #: One 1024-px tile holds a 0.8 MP photo whole: at 512 the overlaps of its four tiles were
+    #: filtered twice and blended (finish 36 -> 29 ms at 800 px, the same alpha within 0.06).
+    tile_size = 1024
 
     def __init__(self, radius: int | None = None, eps: float = 1e-3, radius_per_scale: float = 6.0,
                  subsample_per_scale: float = 1.0):
@@ -52,8 +57,7 @@ class GuidedFilterRefiner:
         s = max(1, int(round(self.subsample_per_scale * scale)))
         out = []
         for image, alpha in zip(rgb, coarse):
-            guide = image.astype(np.float32) * (1.0 / 255.0)
-            out.append(np.clip(guided_filter(guide, alpha, r, self.eps, s), 0.0, 1.0))
+            out.append(np.clip(guided_filter(image, alpha, r, self.eps, s), 0.0, 1.0))
         return out
 
 
@@ -71,6 +75,7 @@ class ModelRefiner:
     (gradient +30..+46%), so it is not the default. benchmarks/NOTES.md, issue 17."""
 
     name = "learned"
+    tile_size = 512
 
     #: Below this upsampling scale (full-resolution px per model px) the tiles go to the fallback:
     #: the smallest scale measured on held-out real soft mattes (benchmarks/soft_edges.py), where it

@@ -18,7 +18,10 @@ GPU_BATCH = 8
 class MatteSettings:
     #: Refine the uncertain band at full resolution in tiles (else: the upsampled coarse alpha).
     tile: bool = True
-    tile_size: int = 512
+    #: Tile side in full-resolution pixels; None: the refiner's own (TileRefiner.tile_size: 1024 for
+    #: the guided filter, whose cost is per pixel and whose overlaps are paid twice; 512 for a
+    #: learned refiner, whose tiles are its batches).
+    tile_size: int | None = None
     tile_overlap: int = 32
     #: Tiles per batch of a learned refiner (tiles of several images share batches); see batch_size.
     tile_batch: int = 1
@@ -53,8 +56,8 @@ class MatteSettings:
 
     def __post_init__(self):
         checks = {
-            "tile_size": self.tile_size >= 64,
-            "tile_overlap": 0 <= self.tile_overlap < self.tile_size // 2,
+            "tile_size": self.tile_size is None or self.tile_size >= 64,
+            "tile_overlap": 0 <= self.tile_overlap < (self.tile_size or 512) // 2,
             "tile_batch": self.tile_batch >= 1,
             "band_low/band_high": 0.0 <= self.band_low < self.band_high <= 1.0,
             "despill": 0.0 <= self.despill <= 1.0,

@@ -98,7 +98,8 @@ def test_the_engine_runs_a_learned_refiner_on_the_band_only(tmp_path, matter):
     # An untrained network returns the coarse alpha, so the result is its guided pass alone on
     # the coarse alpha inside the band, and the coarse alpha (on the 8-bit grid) outside it.
     assert np.abs(r.alpha - r.coarse)[~r.band].max() <= 0.5 / 255 + 1e-6
-    smooth_only = Matter("u2netp", device="cpu", despill=0.0, refiner=learned.engine.refiner.smooth).matte(c.rgb)
+    smooth_only = Matter("u2netp", device="cpu", despill=0.0, refiner=learned.engine.refiner.smooth,
+                         tile_size=learned.engine.refiner.tile_size).matte(c.rgb)  # the same tiles
     assert np.abs(r.alpha - smooth_only.alpha).max() <= 2 / 255
     assert (np.abs(r.alpha - r.coarse)[r.band] > 2 / 255).any()  # the pass did change the band
     with pytest.raises(ModelError, match="not a tile refiner"):
