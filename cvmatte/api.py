@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from .engine import imageio, zoo
-from .engine.backends import create_backend
+from .engine.backends import choose_runtime, create_backend
 from .engine.batching import DynamicBatcher
 from .engine.catalog import Entry, MemorySink, Row, RunReport, Runner, run_catalog
 from .engine.catalog.watch import watch_catalog
@@ -51,10 +51,10 @@ class Matter:
     with block) stops it.
     """
 
-    def __init__(self, model: str | Path = zoo.DEFAULT_MODEL, backend: str = "onnxruntime", device: str = "auto",
+    def __init__(self, model: str | Path = zoo.DEFAULT_MODEL, backend: str = "auto", device: str = "auto",
                  *, threads: int | None = None, allow_cpu_fallback: bool = False,
                  cache_dir: str | Path | None = None, settings: MatteSettings | None = None,
-                 refiner: TileRefiner | str | Path = "guided", precision: str = "fp32", cuda_graphs: bool = False,
+                 refiner: TileRefiner | str | Path = "guided", precision: str = "auto", cuda_graphs: bool = False,
                  compile: bool = False, **setting_overrides):
         if settings is not None and setting_overrides:
             raise TypeError("give either settings= or individual setting keywords, not both")
@@ -68,13 +68,19 @@ class Matter:
         if self.model.spec.in_channels != 3:
             raise ModelError(f"{model}: takes {self.model.spec.in_channels} channels; a tile refiner is given "
                              "as refiner=, not as the model")
-        gpu_options = dict(precision=precision, cuda_graphs=cuda_graphs, compile=compile) if backend == "torch" else {}
-        if compile and backend != "torch":
+        if compile and backend not in ("torch", "auto"):
             raise ModelError("compile=True is torch.compile: it needs backend='torch'")
-        self._make_backend = lambda resolved: create_backend(resolved, backend, device, threads, allow_cpu_fallback,
-                                                             **gpu_options)
+
+        def make_backend(resolved):
+            choice = choose_runtime(resolved, "torch" if (compile or cuda_graphs) and backend == "auto" else backend,
+                                    device, precision)
+            made = create_backend(choice.model or resolved, choice.backend, device, threads, allow_cpu_fallback,
+                                  precision=choice.precision, cuda_graphs=cuda_graphs, compile=compile)
+            return made, choice
+
+        self._make_backend = lambda resolved: make_backend(resolved)[0]
         self._cache_dir = cache_dir
-        self.backend = self._make_backend(self.model)
+        self.backend, self.runtime = make_backend(self.model)
         if self.backend.on_gpu and settings is None:  # batches pay on a GPU only (see MatteSettings)
             gpu = {k: GPU_BATCH for k in ("batch_size", "tile_batch") if k not in setting_overrides}
             self.settings = dataclasses.replace(self.settings, **gpu)
@@ -122,13 +128,20 @@ class Matter:
         return self.model.spec
 
     def describe(self) -> str:
+        """One line for a run's header: the model, what runs it and, where it was chosen for the
+        user (backend or precision "auto"), why."""
+        chosen = f"; chosen: {self.runtime.reason}" if self.runtime.reason else ""
         return (f"model {self.spec.name} ({self.model.path}) on {self.backend.describe()}, "
-                f"tiles refined by {self.engine.refiner.name}")
+                f"tiles refined by {self.engine.refiner.name}{chosen}")
 
     @property
     def model_id(self) -> str:
-        """Model name and file sha256: what the catalog cache keys on."""
-        return f"{self.spec.name}:{(self.spec.sha256 or sha256_file(self.model.path))[:16]}"
+        """Model name, the sha256 of the file that runs (an INT8 variant's where one was chosen)
+        and a reduced inference precision: what the catalog cache keys on."""
+        running = self.runtime.model or self.model
+        precision = getattr(self.backend, "precision", "fp32")
+        return (f"{self.spec.name}:{(running.spec.sha256 or sha256_file(running.path))[:16]}"
+                + (f":{precision}" if precision not in ("fp32", running.spec.precision) else ""))
 
     def run_settings(self, tile: bool | None = None, **overrides) -> MatteSettings:
         """This Matter's settings with some changed for one call (tile=False, despill=0.5, ...)."""

@@ -57,13 +57,19 @@ def _check_out_dir(out: Path, option: str = "-o") -> None:
         _fail(f"{option} {out}: cannot write into {parent} (permission denied)")
 
 
-def _check_runtime_choices(backend: str, device: str) -> None:
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def _check_runtime_choices(backend: str, device: str, precision: str = "auto") -> None:
     from .engine.backends import BACKENDS, DEVICES
 
-    if backend not in BACKENDS:
-        _fail(f"--backend {backend}: not one of {', '.join(BACKENDS)}")
+    if backend != "auto" and backend not in BACKENDS:
+        _fail(f"--backend {backend}: not one of auto, {', '.join(BACKENDS)}")
     if device not in DEVICES:
         _fail(f"--device {device}: not one of {', '.join(DEVICES)}")
+    if precision not in PRECISIONS:
+        _fail(f"--precision {precision}: not one of {', '.join(PRECISIONS)} (int8 is a model file: cvmatte export "
+              "--precision int8)")
 
 
 def _sku_resolver(regex: Optional[str], csv_path: Optional[Path]):
@@ -109,6 +115,14 @@ CANVAS = typer.Option(None, "--canvas", help="Background canvas WIDTHxHEIGHT: th
                       "and centred (default: the photo's own size, nothing moved).")
 FILL = typer.Option(0.8, "--fill", min=0.05, max=1.0, help="Share of the canvas the product fills.")
 SHADOW = typer.Option(False, "--shadow", help="A soft contact shadow under the product on the background.")
+# What runs the model, the same in `matte`, `catalog run` and `serve`.
+BACKEND = typer.Option("auto", "--backend", help="auto (OpenVINO on a CPU, ONNX Runtime's CUDA provider on an NVIDIA "
+                       "GPU, torch for .pt checkpoints), openvino, onnxruntime, torch or tensorrt.")
+DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or tensorrt (NVIDIA), gpu or npu (Intel, through "
+                      "OpenVINO). A GPU that cannot be used is an error, not a silent CPU run.")
+PRECISION = typer.Option("auto", "--precision", help="auto (the fastest the model passed its accuracy gate in, "
+                         "printed with the reason), fp32, bf16 (OpenVINO on CPUs with AVX-512 BF16 or AMX; torch "
+                         "on CUDA or such CPUs) or fp16 (OpenVINO on Intel GPUs/NPUs; torch on CUDA).")
 MAX_MEMORY = typer.Option(None, "--max-memory", min=1.0, help="Working memory for the images in flight, in MB: "
                           "fewer large images at once (one image always runs; 16 MP takes about 1 GB).")
 
@@ -181,13 +195,12 @@ def matte(
                              "there, and - writes to stdout."),
     model: str = typer.Option(zoo.DEFAULT_MODEL, "--model", "-m", help="Zoo name (see `cvmatte models`) or an ONNX file "
                               "with its spec JSON."),
-    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime (ONNX files), torch (CV-UNet and U²-Net-p .pt "
-                                "checkpoints, and u2netp itself; eager or CUDA graphs) or tensorrt (engines built on this GPU)."),
-    precision: str = typer.Option("fp32", "--precision", help="torch backend: fp32, or fp16 / bf16 (CUDA only)."),
+    backend: str = BACKEND,
+    precision: str = PRECISION,
     cuda_graphs: bool = typer.Option(False, "--cuda-graphs", help="torch backend on CUDA: launch each batch as one CUDA graph."),
     compile_model: bool = typer.Option(False, "--compile", help="torch backend: torch.compile the model, once per "
                                        "input shape (its compile time is reported)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or tensorrt. A GPU that cannot be used is an error, not a silent CPU run."),
+    device: str = DEVICE,
     allow_cpu_fallback: bool = typer.Option(False, "--allow-cpu-fallback", help="Run on the CPU (and say so) when the GPU device cannot be used."),
     tile: bool = typer.Option(True, "--tile/--no-tile", help="Refine the object's edge at full resolution in tiles."),
     refiner: str = typer.Option("guided", "--refiner", help="What refines the tiles: guided (model-free guided filter) "
@@ -220,7 +233,7 @@ def matte(
     if only_alpha:
         spec = dataclasses.replace(spec, rgba=False)
     single = str(out) == "-" or out.suffix.lower() in (".png", ".jpg", ".jpeg")
-    _check_runtime_choices(backend, device)
+    _check_runtime_choices(backend, device, precision)
     if single:
         return _matte_one(inputs, out, spec, only_alpha,
                           dict(model=model, backend=backend, device=device, threads=threads,
@@ -244,7 +257,7 @@ def matte(
                    **({"batch_size": batch_size} if batch_size else {}))
     except CvmatteError as e:
         _fail(str(e))
-    console.print(f"cvmatte: {len(paths)} image(s), {m.describe()}", highlight=False)
+    console.print(f"cvmatte: {len(paths)} image(s), {escape(m.describe())}", highlight=False)
     if m.backend.fell_back:
         console.print("[yellow]warning:[/] running on the CPU: the requested GPU device could not be used")
     try:
@@ -346,9 +359,17 @@ def _print_presets():
 def export(
     model: str = typer.Argument(..., help="Zoo name, ONNX file (with its spec JSON), CV-UNet checkpoint (.pt) or ModelScope tf_graph.pb."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: <name>.<precision>.onnx, specs, parity.json, BUILD.md."),
-    precision: str = typer.Option("fp32", "--precision", help="Comma-separated: fp32, fp16, int8."),
+    precision: str = typer.Option("fp32", "--precision", help="Comma-separated: fp32, fp16, int8 (ONNX files); with "
+                                  "--backend openvino also bf16 (fp16/bf16 are then accuracy gates written into the "
+                                  "spec, int8 an NNCF OpenVINO IR file)."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of real images for INT8 calibration and parity."),
     trt: bool = typer.Option(False, "--trt", help="Also build TensorRT engines (needs tensorrt and a GPU)."),
+    export_backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime (ONNX files for ONNX Runtime and "
+                                       "TensorRT) or openvino (gates for --precision auto; NNCF INT8)."),
+    truth: Optional[Path] = typer.Option(None, "--truth", help="Folder of images with exact alpha (<stem>.alpha.png "
+                                         "beside): the gates also bound SAD against it (within 2% of fp32)."),
+    photos: Optional[Path] = typer.Option(None, "--photos", help="Folder of real photos for the parity report "
+                                          "(default: 16 of --calib, or the demo photos)."),
 ):
     """Convert a model to ONNX FP32/FP16/INT8 (and TensorRT), checking parity at every step."""
     try:
@@ -358,7 +379,8 @@ def export(
 
     precisions = [p.strip() for p in precision.split(",") if p.strip()]
     try:
-        report = run_export(model, out, precisions, calib, trt=trt, log=lambda msg: console.print(msg))
+        report = run_export(model, out, precisions, calib, trt=trt, log=lambda msg: console.print(msg, markup=False),
+                            backend=export_backend, truth_dir=truth, parity_images=photos)
     except (CvmatteError, ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/] {escape(str(e))}")
         raise typer.Exit(2)
@@ -399,7 +421,9 @@ def distill(
                                           "and side logits (off: it hurt the product fine-tune)."),
     select: str = typer.Option("best", "--select", help="Export the best held-out checkpoint, or the last (fine-tunes)."),
     seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda (mixed precision on cuda)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    amp: str = typer.Option("auto", "--amp", help="Mixed precision: auto (fp16 on cuda, off on the CPU: bf16 "
+                            "measured slower there), off, fp16 (cuda) or bf16 (cuda, or CPUs with AVX-512 BF16/AMX)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN/last.pt."),
 ):
     """Distil a teacher into a student (a CV-UNet, or a fine-tuned or pruned copy of a trained model),
@@ -414,7 +438,7 @@ def distill(
                             out=str(out), steps=steps, minutes=minutes, size=size, infer_size=infer_size,
                             batch_size=batch_size, lr=lr, eval_every=eval_every, synthetic=synthetic,
                             photo_share=photo_share, whole_share=whole_share, deep_supervision=deep_supervision,
-                            select=select, seed=seed, device=device)
+                            select=select, seed=seed, device=device, amp=amp)
         result = run_distill(cfg, resume=resume, log=lambda m: console.print(m))
     except (CvmatteError, ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/] {escape(str(e))}")
@@ -471,8 +495,9 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 opens it to the network."),
     port: int = typer.Option(8000, "--port"),
     model: str = typer.Option(zoo.DEFAULT_MODEL, "--model", "-m", help="Zoo name or model file."),
-    backend: str = typer.Option("onnxruntime", "--backend"),
-    device: str = typer.Option("auto", "--device"),
+    backend: str = BACKEND,
+    device: str = DEVICE,
+    precision: str = PRECISION,
     allow_cpu_fallback: bool = typer.Option(False, "--allow-cpu-fallback"),
     workers: int = typer.Option(1, "--workers", min=1, help="Images matted at once."),
     queue: int = typer.Option(8, "--queue", min=0, help="Requests that may wait; past that, 503."),
@@ -482,10 +507,11 @@ def serve(
     """The model loaded once: HTTP API (/v1/matte, /v1/batch, /v1/jobs, /health, /openapi.json) and a web page at /."""
     from .server import serve as run_server
 
+    _check_runtime_choices(backend, device, precision)
     console.print(f"cvmatte serve: loading {model}; then http://{host}:{port}/ (API: /openapi.json)")
     try:
-        run_server(host, port, model=model, backend=backend, device=device, allow_cpu_fallback=allow_cpu_fallback,
-                   workers=workers, queue=queue, max_upload_mb=max_upload_mb, max_megapixels=max_megapixels)
+        run_server(host, port, model=model, backend=backend, device=device, precision=precision,
+                   allow_cpu_fallback=allow_cpu_fallback, workers=workers, queue=queue, max_upload_mb=max_upload_mb, max_megapixels=max_megapixels)
     except CvmatteError as e:
         console.print(f"[red]error:[/] {escape(str(e))}")
         raise typer.Exit(2)
@@ -500,8 +526,9 @@ def catalog_run(
     inputs: List[str] = typer.Argument(..., help="Folders, files or glob patterns of the catalog."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: OUT/<SKU>/<stem>_matte.png, OUT/manifest.jsonl."),
     model: str = typer.Option(zoo.DEFAULT_MODEL, "--model", "-m", help="Zoo name or model file."),
-    backend: str = typer.Option("onnxruntime", "--backend"),
-    device: str = typer.Option("auto", "--device"),
+    backend: str = BACKEND,
+    device: str = DEVICE,
+    precision: str = PRECISION,
     allow_cpu_fallback: bool = typer.Option(False, "--allow-cpu-fallback"),
     refiner: str = typer.Option("guided", "--refiner", help="guided or a learned refiner (cvunet-refiner)."),
     resume: bool = typer.Option(False, "--resume", help="Finish the last run: images it finished are not redone."),
@@ -538,7 +565,7 @@ def catalog_run(
 
     spec = _output_spec(alpha, background or template, canvas, fill, shadow)
     _check_out_dir(out)
-    _check_runtime_choices(backend, device)
+    _check_runtime_choices(backend, device, precision)
     _sku_resolver(sku_regex, sku_csv)
     if watch and (len(inputs) != 1 or not Path(inputs[0]).is_dir()):
         _fail("--watch takes one input folder")
@@ -550,12 +577,12 @@ def catalog_run(
     except (ValueError, OSError) as e:
         _fail(f"--thresholds {thresholds}: {e}")
     try:
-        m = Matter(model, backend, device, allow_cpu_fallback=allow_cpu_fallback, refiner=refiner,
+        m = Matter(model, backend, device, allow_cpu_fallback=allow_cpu_fallback, refiner=refiner, precision=precision,
                    max_pixels=int(max_megapixels * 1e6), max_memory_mb=max_memory,
                    **({"batch_size": batch_size} if batch_size else {}))
     except CvmatteError as e:
         _fail(str(e))
-    console.print(f"cvmatte catalog: {m.describe()}{', on Ray' if ray else ''}", highlight=False)
+    console.print(f"cvmatte catalog: {escape(m.describe())}{', on Ray' if ray else ''}", highlight=False)
     try:
         with m, _progress(quiet or watch) as progress:
             task = progress.add_task("catalog", total=None)

@@ -230,18 +230,19 @@ class Settings:
 class Service:
     """The loaded model and the work; the HTTP layer (create_app) only translates."""
 
-    def __init__(self, model: str = zoo.DEFAULT_MODEL, device: str = "auto", backend: str = "onnxruntime", workers: int = 1,
+    def __init__(self, model: str = zoo.DEFAULT_MODEL, device: str = "auto", backend: str = "auto", workers: int = 1,
                  queue: int = 8, max_upload_mb: float = 25.0, max_megapixels: float = 40.0,
                  allow_cpu_fallback: bool = False, refiners: tuple[str, ...] = ("guided", "cvunet-refiner"),
                  batch_slots: int | None = None, job_ttl_s: float = 3600.0, max_jobs: int = 64,
-                 max_files: int = 1000):
+                 max_files: int = 1000, precision: str = "auto"):
         self.max_upload = int(max_upload_mb * 2 ** 20)
         self.max_pixels = int(max_megapixels * 1e6)
         self.max_request = 50 * self.max_upload  # the body of a batch or job request
         self.max_expanded = 20 * self.max_upload  # the declared sizes of all zip members of one request
         self.max_files = max_files  # images in one batch or job, zips expanded
         # One Matter, loaded once at start; tiling and the refiner are chosen per request.
-        self.matter = Matter(model, backend, device, allow_cpu_fallback=allow_cpu_fallback, max_pixels=self.max_pixels)
+        self.matter = Matter(model, backend, device, allow_cpu_fallback=allow_cpu_fallback, max_pixels=self.max_pixels,
+                             precision=precision)
         self.refiners = []
         for name in refiners:
             try:

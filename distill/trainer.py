@@ -72,8 +72,14 @@ class DistillConfig:
     holdout: float = 0.2
     seed: int = 0
     device: str = "cpu"
+    #: Mixed precision of the forward pass: "fp16" (CUDA, with a gradient scaler), "bf16" (CUDA,
+    #: or CPUs with AVX-512 BF16 or AMX), "off", or "auto": fp16 on CUDA, fp32 on the CPU (bf16
+    #: autocast measured slower per step on the CPU for U²-Net-p; benchmarks/NOTES.md).
+    amp: str = "auto"
 
     def __post_init__(self):
+        if self.amp not in ("auto", "off", "fp16", "bf16"):
+            raise ValueError(f"amp must be auto, off, fp16 or bf16; got {self.amp!r}")
         if self.select not in ("best", "last"):
             raise ValueError(f"select must be 'best' or 'last', got {self.select!r}")
         if self.name is None:
@@ -91,6 +97,18 @@ class DistillConfig:
         self.infer_size = self.infer_size or self.size
         if self.size % 32 or self.infer_size % 32:
             raise ValueError(f"sizes must be multiples of 32, got {self.size} and {self.infer_size}")
+
+
+def amp_mode(amp: str, device) -> str:
+    """The mixed precision a run trains in: "off", "fp16" or "bf16" (refused where it cannot run)."""
+    if amp == "auto":
+        return "fp16" if device.type == "cuda" else "off"
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("amp fp16 trains on CUDA only (with a gradient scaler); on the CPU use bf16 or off")
+    if amp == "bf16" and device.type == "cpu" and not (torch.cpu._is_avx512_bf16_supported()
+                                                       or torch.cpu._is_amx_tile_supported()):
+        raise ValueError("amp bf16 on the CPU needs AVX-512 BF16 or AMX, which this CPU lacks: use off")
+    return amp
 
 
 def budget_fraction(step: int, steps: int | None, elapsed_s: float, minutes: float | None) -> float:
@@ -224,8 +242,10 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print, progress: bool 
     log(f"student {cfg.name} ({spec.source.split(';')[0]}): {conv_flops(model, (cfg.size, cfg.size)) / 1e9:.2f} GFLOP "
         f"at {cfg.size}²; {len(train_photos)} teacher-labelled and {len(train_exact)} exact training samples "
         f"({n_photo} of {cfg.batch_size} per batch teacher-labelled), {len(held)} held out")
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp = amp_mode(cfg.amp, device)
+    use_amp = amp != "off"
+    amp_dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")  # bf16 keeps fp32's range: no scaling
     start = time.perf_counter()
 
     def progress_fraction():
@@ -267,7 +287,7 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print, progress: bool 
             for group in opt.param_groups:
                 group["lr"] = scheduled_lr(cfg.lr, progress_fraction())
             supervise_sides = cfg.deep_supervision and hasattr(model, "logits")  # U²-Net-p only
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 fused, sides = model.logits(x) if supervise_sides else (None, None)
                 pred = torch.sigmoid(fused) if supervise_sides else model(x)
             loss, parts = losses.matting_loss(pred.float(), y)

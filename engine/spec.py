@@ -40,6 +40,14 @@ class ModelSpec:
     #: Arithmetic inside the graph: "fp32", "fp16" (I/O stay float32) or "int8" (Q/DQ nodes,
     #: I/O float32).
     precision: str = "fp32"
+    #: Layers (node names of the ONNX file) that stay in fp32 when a backend runs the rest in a
+    #: reduced precision (bf16, fp16): the ones whose rounding moved the model's error on held-out
+    #: truth (benchmarks/precision.py finds them).
+    fp32_layers: tuple[str, ...] = ()
+    #: The accuracy gate of reduced precisions (bf16, fp16) on held-out truth, as measured by
+    #: benchmarks/precision.py: precision -> {"passed": bool, "evidence": one line}. `--precision
+    #: auto` chooses only precisions that passed; fp32 needs no gate.
+    precision_gate: dict = field(default_factory=dict)
     sha256: str = ""
     source: str = ""
     notes: str = ""
@@ -67,7 +75,7 @@ class ModelSpec:
         resize = d.pop("resize", "stretch")
         if resize != "stretch":
             raise ValueError(f"resize must be 'stretch', got {resize!r}")
-        for key in ("input_size", "mean", "std"):
+        for key in ("input_size", "mean", "std", "fp32_layers"):
             if key in d:
                 d[key] = tuple(d[key])
         known = {f.name for f in dataclasses.fields(cls)}
@@ -101,8 +109,13 @@ def spec_path_for(model_path: Path) -> Path:
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """The file's sha256; an OpenVINO IR model is two files, the .xml graph and the .bin weights
+    beside it, and its digest covers both (the graph's bytes, then the weights')."""
+    path = Path(path)
+    parts = [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+    for part in parts:
+        with open(part, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
     return h.hexdigest()

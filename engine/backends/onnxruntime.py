@@ -36,6 +36,13 @@ def _can_load(*names: str) -> bool:
     return False
 
 
+def cuda_usable() -> bool:
+    """This onnxruntime build has the CUDA provider and an NVIDIA driver loads."""
+    import onnxruntime as ort
+
+    return CUDA in ort.get_available_providers() and _can_load("libcuda.so.1")
+
+
 def diagnose_gpu(provider: str) -> str:
     """Why `provider` is not usable here, in words a user can act on."""
     import onnxruntime as ort
@@ -83,7 +90,7 @@ class OrtBackend(HostSlots):
         available = ort.get_available_providers()
         wanted = {"cpu": [CPU], "cuda": [CUDA, CPU], "tensorrt": [TRT, CUDA, CPU]}.get(device)
         if device == "auto":
-            wanted = [CUDA, CPU] if CUDA in available and _can_load("libcuda.so.1") else [CPU]
+            wanted = [CUDA, CPU] if cuda_usable() else [CPU]
         gpu = wanted[0] if wanted[0] != CPU else None
         if gpu and gpu not in available and not allow_cpu_fallback:
             raise DeviceError(f"--device {device}: {diagnose_gpu(gpu)}")
@@ -117,6 +124,11 @@ class OrtBackend(HostSlots):
         option here, so those two are ignored; compile (torch.compile) is refused."""
         if compile:
             raise DeviceError("--compile is torch.compile, for --backend torch; ONNX Runtime optimises its graph itself")
+        if precision not in ("fp32", model.spec.precision):
+            raise DeviceError(f"ONNX Runtime runs the precision in the file ({model.spec.precision}); --precision "
+                              f"{precision} is an inference precision of --backend openvino or torch")
+        if device in ("gpu", "npu"):
+            raise DeviceError(f"--device {device} is an Intel device, run through --backend openvino")
         return cls(model, device=device, threads=threads, allow_cpu_fallback=allow_cpu_fallback)
 
     def host_buffer(self, shape, dtype=np.float32):

@@ -1,7 +1,8 @@
 """torch backend: the project's torch networks (CV-UNet and U²-Net-p checkpoints, and the default
 U²-Net-p ported from its ONNX file) on a CUDA GPU where TensorRT is not
 installed, eager or through CUDA graphs, FP32, FP16 or BF16, optionally through torch.compile; on
-the CPU, FP32 (for development), eager or compiled.
+the CPU, FP32, or BF16 where the CPU has AVX-512 BF16 or AMX (oneDNN, channels-last), eager or
+compiled.
 
 On CUDA it drives the same ring as the TensorRT backend: page-locked host tensors per slot,
 device tensors per slot, and three streams (upload, compute, download) ordered by events, so the
@@ -69,6 +70,13 @@ def _why_no_compile(torch, cuda: bool) -> str | None:
     return None
 
 
+def _cpu_has_bf16(torch) -> bool:
+    """The CPU has bf16 arithmetic oneDNN uses (AVX-512 BF16, or AMX tiles)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
+
+
 def _why_no_cuda(torch) -> str:
     if torch.version.cuda is None:
         return f"this torch ({torch.__version__}) is a CPU-only build: install a CUDA build of torch"
@@ -117,10 +125,12 @@ class TorchBackend(DeviceSlots):
                 raise DeviceError(f"--backend torch --device cuda: {why}")
             log.warning("running on the CPU, not CUDA (allowed by the caller): %s", why)
             use_cuda, self.fell_back = False, True
-        if not use_cuda and (precision != "fp32" or cuda_graphs):
+        cpu_bf16 = not use_cuda and precision == "bf16" and _cpu_has_bf16(torch)
+        if not use_cuda and ((precision != "fp32" and not cpu_bf16) or cuda_graphs):
             what = precision.upper() if precision != "fp32" else "CUDA graphs"
+            where = "on CUDA, and BF16 on CPUs with AVX-512 BF16 or AMX" if precision == "bf16" else "on CUDA only"
             if not self.fell_back:
-                raise DeviceError(f"the torch backend runs {what} on CUDA only; on the CPU use fp32 without graphs")
+                raise DeviceError(f"the torch backend runs {what} {where}; on this CPU use fp32 without graphs")
             precision, cuda_graphs = "fp32", False
         if use_cuda and precision == "bf16" and not torch.cuda.is_bf16_supported():
             raise DeviceError(f"{torch.cuda.get_device_name()} has no BF16 arithmetic (it needs an Ampere or newer "
@@ -141,8 +151,9 @@ class TorchBackend(DeviceSlots):
             torch.set_num_threads(threads)
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
         module = module.eval().to(self.device, dtype)
-        if use_cuda:
+        if use_cuda or precision != "fp32":  # oneDNN's bf16 kernels, like cuDNN's, want NHWC
             module = module.to(memory_format=torch.channels_last)
+        if use_cuda:
             self.h2d, self.compute, self.d2h = (torch.cuda.Stream(self.device) for _ in range(3))
             self._pool = torch.cuda.graph_pool_handle() if cuda_graphs else None
             self.providers = [f"torch {torch.__version__} CUDA {torch.version.cuda}", torch.cuda.get_device_name(self.device)]
@@ -202,7 +213,7 @@ class TorchBackend(DeviceSlots):
         log.warning("torch.compile cannot run here (%s): the torch backend runs the model eager", why)
 
     def _forward(self, x):
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" or self.precision != "fp32":
             x = x.to(self._dtype, memory_format=self.torch.channels_last)
         return self._net(x).float()
 
@@ -236,7 +247,7 @@ class TorchBackend(DeviceSlots):
         x = self.torch.from_numpy(np.ascontiguousarray(batch, np.float32))
         self._warm(x)
         with self.torch.inference_mode():
-            return self._net(x).numpy()
+            return self._forward(x).numpy()
 
     def infer(self, x):
         """x: float32 [N, C, H, W] on this backend's device, normalised as the spec says -> alpha
