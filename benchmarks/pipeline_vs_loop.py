@@ -1,19 +1,25 @@
-"""Images/s of cvmatte's file pipeline against the plain per-image loop, same model, same files.
+"""Images/s of cvmatte's file pipeline against the plain per-image loop, same network, same files,
+side by side in one run; with --truth, the accuracy of each configuration against exact alpha in
+the same run.
 
 The plain loop is how rembg runs a model (rembg/bg.py, session_simple.py): open with Pillow,
-resize to 320x320 (Lanczos), normalise, run one image, min-max the output, resize back (Lanczos),
-cut out, save the PNG with Pillow. Everything runs in one process, on the same files, with one
-warm-up pass each, so the ratio is measured side by side.
+resize to 320x320 (Lanczos), normalise, run one image on ONNX Runtime in fp32, min-max the
+output, resize back (Lanczos), cut out, save the PNG with Pillow. Everything runs in one process,
+on the same files, with one warm-up pass each, interleaved repeats, best of them.
 
-    python -m cvmatte.benchmarks.pipeline_vs_loop [--photos 5] [--composites 6] [--megapixels 2]
+cvmatte configurations are BACKEND:PRECISION (the CLI's --backend and --precision; auto:auto is
+what `cvmatte matte` runs by default); "notile" appended runs without tiles and despill (the
+loop's own work).
+
+    python -m cvmatte.benchmarks.pipeline_vs_loop --model u2netp --photos DIR [--truth DIR] \
+        [--configs auto:auto onnxruntime:fp32 openvino:fp32 openvino:bf16] [--out FILE.json]
+    python -m cvmatte.benchmarks.pipeline_vs_loop            # the demo photos and 6 synthetic 2 MP shots
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +28,14 @@ import numpy as np
 from PIL import Image
 
 from cvmatte import Matter
+from cvmatte.benchmarks.plain_loop import plain_loop, plain_mask, plain_session
+from cvmatte.benchmarks.suite.config import machine_info
+from cvmatte.engine import metrics, zoo
+from cvmatte.engine.errors import CvmatteError
+from cvmatte.engine.imageio import IMAGE_SUFFIXES, read_image
 from cvmatte.samples import make_composite, write_demo_photos
+
+ALPHA_SUFFIX = ".alpha.png"
 
 
 def make_catalog(folder: Path, composites: int, megapixels: float) -> list[Path]:
@@ -39,37 +52,40 @@ def make_catalog(folder: Path, composites: int, megapixels: float) -> list[Path]
     return paths
 
 
-def plain_mask(session, spec, img: Image.Image) -> Image.Image:
-    """The rembg-style mask of one RGB image: Lanczos resize to the model's size, normalise, run,
-    min-max the output, Lanczos resize back."""
-    small = np.array(img.resize(spec.input_size[::-1], Image.LANCZOS)) / 255.0
-    x = ((small - np.array(spec.mean)) / np.array(spec.std)).transpose(2, 0, 1)[None].astype(np.float32)
-    pred = session.run(None, {spec.input_name: x})[0][0, 0]
-    pred = (pred - pred.min()) / max(1e-6, pred.max() - pred.min())
-    return Image.fromarray((pred * 255).astype(np.uint8), "L").resize(img.size, Image.LANCZOS)
+def images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.endswith(ALPHA_SUFFIX))
 
 
-def plain_loop(paths: list[Path], model_path: Path, spec, out: Path) -> None:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    out.mkdir(parents=True, exist_ok=True)
-    for p in paths:
-        img = Image.open(p).convert("RGB")
-        mask = plain_mask(session, spec, img)
-        cutout = Image.composite(img, Image.new("RGBA", img.size, 0), mask)
-        cutout.save(out / f"{p.stem}.png")
+def matter_for(model: str, config: str) -> Matter:
+    backend, precision, *rest = config.split(":") + ["auto"] * (2 - len(config.split(":")))
+    plain = rest == ["notile"]
+    return Matter(model, backend, "cpu", precision=precision, **({"tile": False, "despill": 0.0} if plain else {}))
 
 
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+def truth_sad(matter: Matter | None, session, spec, truth: list[Path]) -> float:
+    """Mean SAD (/1000) of the configuration's alpha against exact alpha over the truth images."""
+    sads = []
+    for p in truth:
+        gt = read_image(p.with_name(p.stem + ALPHA_SUFFIX)).rgb[..., 0].astype(np.float32) / 255.0
+        if matter is None:
+            alpha = np.asarray(plain_mask(session, spec, Image.open(p).convert("RGB")), np.float32) / 255.0
+        else:
+            alpha = matter.matte(p).alpha
+        sads.append(metrics.sad(alpha, gt))
+    return float(np.mean(sads))
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--composites", type=int, default=6, help="synthetic product shots added to the 5 photos")
+    ap.add_argument("--model", default=None, help="zoo name or file (default: the default model)")
+    ap.add_argument("--photos", type=Path, default=None, help="a folder of real photos (default: the demo "
+                    "photos and --composites synthetic shots)")
+    ap.add_argument("--truth", type=Path, default=None, help="a folder of images with <stem>.alpha.png beside: "
+                    "each configuration's SAD against it")
+    ap.add_argument("--configs", nargs="+", default=["auto:auto", "onnxruntime:fp32:notile", "onnxruntime:fp32"],
+                    help="cvmatte configurations BACKEND:PRECISION[:notile]")
+    ap.add_argument("--composites", type=int, default=6, help="synthetic product shots added to the demo photos")
     ap.add_argument("--megapixels", type=float, default=2.0, help="size of each synthetic shot")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="write the JSON result here")
@@ -77,36 +93,54 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory(prefix="cvmatte-bench-") as tmp:
         tmp = Path(tmp)
-        paths = make_catalog(tmp / "in", args.composites, args.megapixels)
+        paths = images_in(args.photos) if args.photos else make_catalog(tmp / "in", args.composites, args.megapixels)
         mpix = sum(np.prod(Image.open(p).size) for p in paths) / 1e6
-        full = Matter(device="cpu")
-        same_work = Matter(device="cpu", tile=False, despill=0.0)
-        configs = {
-            "plain loop (rembg-style)": lambda o: plain_loop(paths, full.model.path, full.spec, o),
-            "cvmatte, --no-tile --despill 0 (same work)": lambda o: same_work.matte_files(paths, o),
-            "cvmatte, default (tiles + despill)": lambda o: full.matte_files(paths, o),
-        }
-        for name, fn in configs.items():  # warm-up: caches, thread pools, ORT's first-run setup
-            fn(tmp / "warm" / name.replace(" ", "_"))
-        seconds = {name: [] for name in configs}
+        model = args.model or zoo.DEFAULT_MODEL
+        ref = Matter(model, "onnxruntime", "cpu", precision="fp32")
+        session = plain_session(ref.model.path)
+        runs = {"plain loop (rembg-style), onnxruntime fp32": (None, lambda o: plain_loop(paths, ref.model.path,
+                                                                                          ref.spec, o, session))}
+        for config in args.configs:
+            try:
+                m = matter_for(model, config)
+            except CvmatteError as e:
+                print(f"{config}: skipped ({e})")
+                continue
+            runs[f"cvmatte {config} = {m.backend.describe()}"] = (m, (lambda m: lambda o: m.matte_files(paths, o))(m))
+        for name, (_, fn) in runs.items():  # warm-up: caches, thread pools, first-run setup
+            fn(tmp / "warm" / str(abs(hash(name))))
+        seconds = {name: [] for name in runs}
         for rep in range(args.repeats):
-            for name, fn in configs.items():  # interleaved, so drift in machine load hits all alike
-                seconds[name].append(timed(lambda: fn(tmp / f"out{rep}" / name.replace(" ", "_"))))
+            for name, (_, fn) in runs.items():  # interleaved, so drift in machine load hits all alike
+                t0 = time.perf_counter()
+                fn(tmp / f"out{rep}" / str(abs(hash(name))))
+                seconds[name].append(time.perf_counter() - t0)
+        truth = images_in(args.truth) if args.truth else []
+        sads = {name: truth_sad(m, session, ref.spec, truth) for name, (m, _) in runs.items()} if truth else {}
 
     n = len(paths)
-    base = min(seconds["plain loop (rembg-style)"])
+    base = min(seconds["plain loop (rembg-style), onnxruntime fp32"])
+    info = machine_info()
+    print(f"\n{n} images, {mpix:.1f} MP in all; {info['cores']} cores: {info['cpu']} ({', '.join(info['cpu_flags'])})")
+    ref_sad = next((v for k, v in sads.items() if "onnxruntime:fp32" in k and "notile" not in k), None)
+    head = "| configuration | best s | images/s | MP/s | vs plain loop |" + (" SAD vs exact alpha |" if sads else "")
+    print(head)
+    print("|---" * (head.count("|") - 1) + "|")
     rows = []
-    print(f"\n{n} images, {mpix:.1f} MP in all; {os.cpu_count()} cores: {platform.processor() or platform.machine()}")
-    print("| configuration | best s | images/s | MP/s | vs plain loop |")
-    print("|---|---|---|---|---|")
     for name, ts in seconds.items():
         best = min(ts)
-        rows.append({"config": name, "seconds": ts, "images_per_s": n / best, "mp_per_s": mpix / best})
-        print(f"| {name} | {best:.2f} | {n / best:.2f} | {mpix / best:.2f} | {base / best:.2f}x |")
+        row = {"config": name, "seconds": ts, "images_per_s": n / best, "mp_per_s": mpix / best, "vs_loop": base / best}
+        line = f"| {name} | {best:.2f} | {n / best:.2f} | {mpix / best:.2f} | {base / best:.2f}x |"
+        if sads:
+            row["sad"] = sads[name]
+            rel = f" ({sads[name] / ref_sad - 1:+.1%} vs cvmatte fp32)" if ref_sad else ""
+            line += f" {sads[name]:.3f}{rel} |"
+        rows.append(row)
+        print(line)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"images": n, "megapixels": mpix, "machine": platform.uname()._asdict(),
-                                        "cpu_count": os.cpu_count(), "results": rows}, indent=2))
+        args.out.write_text(json.dumps({"images": n, "megapixels": mpix, "model": model, "machine": info,
+                                        "truth_images": len(truth), "results": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from . import parity
 from .onnx_passes import calibration_images, clean, to_fp16, to_int8
 
 PRECISIONS = ("fp32", "fp16", "int8")
+#: --backend openvino: bf16 and fp16 are inference precisions (a gate, no file); int8 an NNCF IR file.
+OPENVINO_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 @dataclass
@@ -28,6 +30,8 @@ class ExportReport:
     parity: list[dict] = field(default_factory=list)
     #: precision -> why no file of it was written (e.g. INT8 that cannot meet its tolerance).
     skipped: dict[str, str] = field(default_factory=dict)
+    #: --backend openvino: precision -> its accuracy gate (written into the fp32 file's spec).
+    gates: dict[str, dict] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -53,12 +57,19 @@ def _source(model: str | Path, out_dir: Path, log) -> tuple[ResolvedModel, list[
 
 
 def export(model: str | Path, out_dir: str | Path, precisions=("fp32",), calib_dir: str | Path | None = None,
-           parity_images: list[Path] | None = None, trt: bool = False, log=print) -> ExportReport:
+           parity_images: list[Path] | Path | None = None, trt: bool = False, log=print, backend: str = "onnxruntime",
+           truth_dir: str | Path | None = None) -> ExportReport:
+    """backend "onnxruntime": ONNX files per precision (FP16, INT8 Q/DQ) for ONNX Runtime and
+    TensorRT. backend "openvino": bf16/fp16 accuracy gates recorded in the fp32 file's spec, and
+    INT8 by NNCF as OpenVINO IR. truth_dir: images with exact alpha for the gates."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    unknown = set(precisions) - set(PRECISIONS)
+    allowed = OPENVINO_PRECISIONS if backend == "openvino" else PRECISIONS
+    if backend not in ("onnxruntime", "openvino"):
+        raise ValueError(f"export --backend is onnxruntime or openvino; got {backend!r}")
+    unknown = set(precisions) - set(allowed)
     if unknown:
-        raise ValueError(f"unknown precision(s) {sorted(unknown)}; choose from {', '.join(PRECISIONS)}")
+        raise ValueError(f"unknown precision(s) {sorted(unknown)} for --backend {backend}; choose from {', '.join(allowed)}")
     source, rows = _source(model, out_dir, log)
     name = source.spec.name
     report = ExportReport(parity=rows)
@@ -68,6 +79,8 @@ def export(model: str | Path, out_dir: str | Path, precisions=("fp32",), calib_d
         return _finish(out_dir, report, trt, log)
     if parity_images is None:
         parity_images = calibration_images(Path(calib_dir), limit=16) if calib_dir else _demo_images(out_dir)
+    elif not isinstance(parity_images, list):  # a folder of real photos
+        parity_images = calibration_images(Path(parity_images), limit=100)
     images = parity.load_images(parity_images)
     log(f"parity on {len(images)} real images")
 
@@ -77,6 +90,9 @@ def export(model: str | Path, out_dir: str | Path, precisions=("fp32",), calib_d
     ref = parity.onnx_alphas(fp32, images)
     report.parity.append(parity.judge("fp32 (cleaned)", "source", parity.compare(parity.onnx_alphas(source, images), ref),
                                       parity.TOLERANCES["fp32"]))
+    if backend == "openvino":
+        return _finish(out_dir, _openvino(fp32, precisions, calib_dir, parity_images, images, truth_dir, report, log),
+                       trt, log)
     # FP16 and INT8 are each made from the cleaned FP32 file: that is their previous step.
     for precision in ("fp16", "int8"):
         if precision not in precisions:
@@ -103,6 +119,51 @@ def export(model: str | Path, out_dir: str | Path, precisions=("fp32",), calib_d
     return _finish(out_dir, report, trt, log)
 
 
+def _openvino(fp32: ResolvedModel, precisions, calib_dir, parity_images: list[Path], images: list, truth_dir,
+              report: ExportReport, log) -> ExportReport:
+    """bf16/fp16 gates into the fp32 spec; INT8 by NNCF, kept only where its gate passes."""
+    from cvmatte.engine.errors import DeviceError
+
+    from . import openvino as ov_export
+
+    truth = ov_export.load_truth(ov_export.truth_pairs(Path(truth_dir))) if truth_dir else None
+    if truth:
+        log(f"accuracy against exact alpha on {len(truth)} images of {truth_dir}")
+    for precision in ("bf16", "fp16"):
+        if precision not in precisions:
+            continue
+        try:
+            gate = ov_export.precision_gate(fp32, precision, images, truth, log)
+        except DeviceError as e:
+            report.skipped[precision] = f"its gate cannot be measured here: {e}"
+            continue
+        report.gates[precision] = gate
+        ov_export.record_gate(spec_path_for(fp32.path), precision, gate)
+        if not gate["passed"]:
+            report.skipped[precision] = f"failed its accuracy gate ({gate['evidence']})"
+    if "int8" in precisions:
+        # Ranges from real photos only: composites (images with exact alpha beside) calibrated with
+        # them made u2netp's INT8 worse on held-out truth (+6.6% SAD against +0.6%; NOTES.md).
+        calib = [p for p in calibration_images(Path(calib_dir), limit=10_000)
+                 if not p.with_name(p.stem + ".alpha.png").is_file()][:300] if calib_dir else parity_images
+        try:  # calibration images with exact alpha beside steer NNCF's accuracy control
+            control = ov_export.truth_pairs(Path(calib_dir), limit=60) if calib_dir else None
+        except FileNotFoundError:
+            control = None
+        int8 = ov_export.quantize_int8(fp32, fp32.path.with_name(f"{fp32.spec.name}.int8.xml"), calib, control, log)
+        gate = ov_export.int8_gate(fp32, int8, images, truth, log)
+        report.gates["int8"] = gate
+        if gate["passed"]:
+            report.files["int8"] = int8.path
+            # `--precision auto` on the fp32 file finds the INT8 file through its gate.
+            ov_export.record_gate(spec_path_for(fp32.path), "int8", {**gate, "file": int8.path.name})
+        else:
+            for leftover in (int8.path, int8.path.with_suffix(".bin"), spec_path_for(int8.path)):
+                leftover.unlink(missing_ok=True)  # a file outside its gate is never left behind
+            report.skipped["int8"] = f"NNCF INT8 failed its gate ({gate['evidence']})"
+    return report
+
+
 def _finish(out_dir: Path, report: ExportReport, trt: bool, log) -> ExportReport:
     if trt:
         from cvmatte.engine.backends.tensorrt_build import build_engine
@@ -115,7 +176,8 @@ def _finish(out_dir: Path, report: ExportReport, trt: bool, log) -> ExportReport
             report.files[f"{precision}-engine"] = engine
     for row in report.parity:
         log(parity.format_row(row))
-    (out_dir / "parity.json").write_text(json.dumps(report.parity, indent=2))
+    (out_dir / "parity.json").write_text(json.dumps(report.parity + [{"gate": p, **g} for p, g in report.gates.items()],
+                                                    indent=2))
     write_bundle_readme(out_dir, report)
     return report
 

@@ -91,7 +91,9 @@ def to_fp16(src: Path, dst: Path, spec: ModelSpec) -> ModelSpec:
 
 
 def calibration_images(folder: Path, limit: int = 64) -> list[Path]:
-    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    # Exact alphas beside composites (<stem>.alpha.png) are labels, not images.
+    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                   and not p.name.endswith(".alpha.png"))
     if not paths:
         raise FileNotFoundError(f"{folder}: no calibration images ({', '.join(IMAGE_SUFFIXES)})")
     if len(paths) > limit:  # an even spread over the folder, not its first files

@@ -30,6 +30,8 @@ TOLERANCES = {
     # FP16 and INT8 move pixels near 0.5 across the threshold on small objects (the rocket):
     # IoU is the per-image minimum, so these bounds are set for the worst image, not the mean.
     "fp16": Tolerance(max_abs=0.25, mean_abs=3e-3, min_iou=0.95, max_sad=1.0),
+    # bf16 keeps fp32's range with 3 bits less mantissa than fp16: judged by the same bounds.
+    "bf16": Tolerance(max_abs=0.25, mean_abs=3e-3, min_iou=0.95, max_sad=1.0),
     "int8": Tolerance(max_abs=0.6, mean_abs=0.02, min_iou=0.95, max_sad=3.0),
     "trt": Tolerance(max_abs=0.05, mean_abs=3e-3, min_iou=0.99, max_sad=0.5),
 }
@@ -47,19 +49,27 @@ def load_images(paths: list[Path]) -> list[np.ndarray]:
     return [read_image(p).rgb for p in paths]
 
 
+#: IoU is judged only where the reference or the candidate mask covers this share of the image: on
+#: a near-empty mask (a few hundred pixels) a handful of pixels swings it, and SAD bounds those.
+MIN_MASK_SHARE = 0.01
+
+
 def compare(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict:
     diffs = [np.abs(r.astype(np.float32) - c.astype(np.float32)) for r, c in zip(reference, candidate)]
     ious = []
     for r, c in zip(reference, candidate):
         a, b = r > 0.5, c > 0.5
         union = np.logical_or(a, b).sum()
-        ious.append(float(np.logical_and(a, b).sum() / union) if union else 1.0)
+        if union >= MIN_MASK_SHARE * a.size:
+            ious.append(float(np.logical_and(a, b).sum() / union))
     return {
         "max_abs": float(max(d.max() for d in diffs)),
         "mean_abs": float(np.mean([d.mean() for d in diffs])),
         "sad": float(max(d.sum() / 1000.0 for d in diffs)),
-        "iou": float(min(ious)),
+        "iou": float(min(ious)) if ious else 1.0,
+        "iou_mean": float(np.mean(ious)) if ious else 1.0,
         "images": len(diffs),
+        "iou_images": len(ious),
     }
 
 

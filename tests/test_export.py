@@ -230,3 +230,65 @@ def test_trt_engine_builds_and_matches_onnx(tmp_path):
 
     report = export("u2netp", tmp_path, ["fp32"], trt=True, log=lambda *_: None)
     assert report.files["fp32-engine"].is_file()
+
+
+def _composites(folder, n, megapixels=0.3):
+    """Synthetic product shots with their exact alpha beside (<stem>.alpha.png)."""
+    from PIL import Image
+
+    from cvmatte.samples import make_composite
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        c = make_composite(megapixels, seed=i, fg_photo=("coffee.png", "chelsea.png")[i % 2])
+        Image.fromarray(c.rgb).save(folder / f"shot_{i}.jpg", quality=95)
+        Image.fromarray((c.alpha * 255 + 0.5).astype(np.uint8)).save(folder / f"shot_{i}.alpha.png")
+    return folder
+
+
+def test_openvino_export_gates_bf16_and_refuses_an_int8_file_outside_its_gate(tmp_path):
+    """u2netp quantized whole (no exact alpha in the calibration folder, so no accuracy control)
+    loses its decoder's precision-sensitive layers: its gate fails against exact alpha, and no
+    file of it is left behind. bf16's gate is measured where the CPU has bf16, and written into
+    the fp32 file's spec either way it goes."""
+    pytest.importorskip("nncf", reason="NNCF (the export extra) is not installed")
+    from cvmatte.engine.backends.openvino import capabilities
+    from cvmatte.export.convert import export
+
+    calib = tmp_path / "calib"
+    write_demo_photos(calib)
+    truth = _composites(tmp_path / "truth", 4)
+    out = tmp_path / "out"
+    report = export("u2netp", out, ["fp32", "bf16", "int8"], calib, backend="openvino", truth_dir=truth,
+                    log=lambda *_: None)
+    gate = report.gates["int8"]
+    assert not gate["passed"] and gate["sad_change"] > 0.02 and gate["truth_images"] == 4
+    assert "int8" in report.skipped and "int8" not in report.files
+    assert not list(out.glob("u2netp.int8.*"))
+    spec = zoo.resolve(out / "u2netp.fp32.onnx").spec
+    if "BF16" in capabilities("CPU"):
+        assert spec.precision_gate["bf16"] == report.gates["bf16"]
+        assert {"passed", "evidence", "sad_change", "photo_iou_min"} <= set(spec.precision_gate["bf16"])
+    else:
+        assert "bf16" in report.skipped and "cannot be measured here" in report.skipped["bf16"]
+
+
+def test_the_gate_passes_a_candidate_equal_to_its_reference_and_fails_a_worse_one(tmp_path):
+    """The gate itself, on real photos and exact alpha: fp32 against fp32 passes with no change;
+    an INT8 file of u2netp quantized whole fails on exact alpha, not only on agreement."""
+    pytest.importorskip("nncf", reason="NNCF (the export extra) is not installed")
+    from cvmatte.engine.backends.openvino import OpenVinoBackend
+    from cvmatte.export import openvino as ov_export
+    from cvmatte.export.parity import TOLERANCES, load_images
+
+    model = zoo.resolve("u2netp")
+    photos = load_images(write_demo_photos(tmp_path / "photos"))
+    truth = ov_export.load_truth(ov_export.truth_pairs(_composites(tmp_path / "truth", 3)))
+    same = ov_export.gate(OpenVinoBackend(model), OpenVinoBackend(model), model.spec, "fp32", photos, truth,
+                          TOLERANCES["fp32"], log=lambda *_: None)
+    assert same["passed"] and same["sad_change"] == 0.0 and same["photo_iou_min"] == 1.0
+    int8 = ov_export.quantize_int8(model, tmp_path / "q" / "u2netp.int8.xml", write_demo_photos(tmp_path / "c"),
+                                   log=lambda *_: None)
+    assert int8.spec.precision == "int8" and int8.path.with_suffix(".bin").is_file()
+    worse = ov_export.int8_gate(model, int8, photos, truth, log=lambda *_: None)
+    assert not worse["passed"] and "SAD against exact alpha" in worse["evidence"]

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from cvmatte import Matter
-from cvmatte.benchmarks.pipeline_vs_loop import plain_mask
+from cvmatte.benchmarks.plain_loop import plain_mask
 from cvmatte.benchmarks.suite.config import BenchConfig
 from cvmatte.benchmarks.suite.variants import catalog_matter
 from cvmatte.engine import metrics, zoo

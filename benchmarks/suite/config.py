@@ -57,7 +57,7 @@ def machine_info() -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    info = {"cpu": cpu, "isa": cpu_isa(), "cores": usable_cores(),
+    info = {"cpu": cpu, "isa": cpu_isa(), "cpu_flags": cpu_flags(), "cores": usable_cores(),
             "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1),
             "gpu": gpu_name(), "python": platform.python_version(), "platform": platform.platform(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -69,6 +69,13 @@ def machine_info() -> dict:
 
     info["versions"] = {"cvmatte": cvmatte.__version__, "onnxruntime": ort.__version__, "onnx": onnx.__version__,
                         "numpy": np.__version__, "opencv": cv2.__version__}
+    try:
+        import openvino
+
+        info["versions"]["openvino"] = openvino.__version__
+        info["openvino_cpu"] = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except ImportError:
+        pass
     info["onnxruntime_providers"] = ort.get_available_providers()
     return info
 
@@ -76,6 +83,19 @@ def machine_info() -> dict:
 def usable_cores() -> int:
     """Cores this process may run on (a container's or taskset's limit, not the host's count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+#: The CPU features that decide which precision runs fast (recorded with every result: the hosts differ).
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_fp16")
+
+
+def cpu_flags() -> list[str]:
+    """Which of SPEED_FLAGS this CPU has (/proc/cpuinfo)."""
+    try:
+        flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split())
+    except (OSError, StopIteration):
+        return []
+    return [f for f in SPEED_FLAGS if f in flags]
 
 
 def cpu_isa() -> str:

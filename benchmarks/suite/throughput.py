@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cvmatte.benchmarks.pipeline_vs_loop import plain_loop
+from cvmatte.benchmarks.plain_loop import plain_loop
 from cvmatte.benchmarks.suite.config import BenchConfig
 from cvmatte.benchmarks.suite.resources import ResourceSampler
 from cvmatte.benchmarks.suite.variants import catalog_matter
