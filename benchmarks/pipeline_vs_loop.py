@@ -11,7 +11,7 @@ cvmatte configurations are BACKEND:PRECISION (the CLI's --backend and --precisio
 what `cvmatte matte` runs by default); "notile" appended runs without tiles and despill (the
 loop's own work).
 
-    python -m cvmatte.benchmarks.pipeline_vs_loop --model u2netp --photos DIR [--truth DIR] \
+    python -m cvmatte.benchmarks.pipeline_vs_loop --model u2netp --photos DIR [--longer-side 800] [--truth DIR] \
         [--configs auto:auto onnxruntime:fp32 openvino:fp32 openvino:bf16] [--out FILE.json]
     python -m cvmatte.benchmarks.pipeline_vs_loop            # the demo photos and 6 synthetic 2 MP shots
 """
@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -57,6 +58,21 @@ def images_in(folder: Path) -> list[Path]:
                   and not p.name.endswith(ALPHA_SUFFIX))
 
 
+def shrink_photos(paths: list[Path], side: int, folder: Path) -> list[Path]:
+    """The photos whose longer side is at least `side`, shrunk to it (area filter, JPEG 95) in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for p in paths:
+        rgb = read_image(p).rgb
+        if max(rgb.shape[:2]) < side:
+            continue
+        f = side / max(rgb.shape[:2])
+        small = cv2.resize(rgb, (round(rgb.shape[1] * f), round(rgb.shape[0] * f)), interpolation=cv2.INTER_AREA)
+        out.append(folder / f"{p.stem}.jpg")
+        Image.fromarray(small).save(out[-1], quality=95)
+    return out
+
+
 def matter_for(model: str, config: str) -> Matter:
     backend, precision, *rest = config.split(":") + ["auto"] * (2 - len(config.split(":")))
     plain = rest == ["notile"]
@@ -81,6 +97,8 @@ def main(argv=None):
     ap.add_argument("--model", default=None, help="zoo name or file (default: the default model)")
     ap.add_argument("--photos", type=Path, default=None, help="a folder of real photos (default: the demo "
                     "photos and --composites synthetic shots)")
+    ap.add_argument("--longer-side", type=int, default=None, help="only the photos at least this large, "
+                    "shrunk to it (the catalog case: photos of one size)")
     ap.add_argument("--truth", type=Path, default=None, help="a folder of images with <stem>.alpha.png beside: "
                     "each configuration's SAD against it")
     ap.add_argument("--configs", nargs="+", default=["auto:auto", "onnxruntime:fp32:notile", "onnxruntime:fp32"],
@@ -94,6 +112,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="cvmatte-bench-") as tmp:
         tmp = Path(tmp)
         paths = images_in(args.photos) if args.photos else make_catalog(tmp / "in", args.composites, args.megapixels)
+        if args.longer_side:
+            paths = shrink_photos(paths, args.longer_side, tmp / "shrunk")
         mpix = sum(np.prod(Image.open(p).size) for p in paths) / 1e6
         model = args.model or zoo.DEFAULT_MODEL
         ref = Matter(model, "onnxruntime", "cpu", precision="fp32")

@@ -86,7 +86,7 @@ class Matter:
             self.settings = dataclasses.replace(self.settings, **gpu)
         s = self.settings
         self._refiners: dict[str, TileRefiner] = {
-            "guided": GuidedFilterRefiner(eps=s.guided_eps, radius_per_scale=s.guided_radius_per_scale)}
+            "guided": GuidedFilterRefiner.from_settings(s)}
         default = self.refiner(refiner) if isinstance(refiner, (str, Path)) else refiner
         self.batcher = DynamicBatcher(self.backend, s.batch_size, s.ring_depth, s.flush_ms)
         self.engine = MattingEngine(self.batcher, self.model.spec, s, default)

@@ -422,8 +422,9 @@ def distill(
     select: str = typer.Option("best", "--select", help="Export the best held-out checkpoint, or the last (fine-tunes)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    amp: str = typer.Option("auto", "--amp", help="Mixed precision: auto (fp16 on cuda, off on the CPU: bf16 "
-                            "measured slower there), off, fp16 (cuda) or bf16 (cuda, or CPUs with AVX-512 BF16/AMX)."),
+    amp: str = typer.Option("auto", "--amp", help="Mixed precision: auto (fp16 on cuda, off on the CPU), off, fp16 "
+                            "(cuda) or bf16 (cuda, or CPUs with AVX-512 BF16/AMX: 2.8x faster steps measured, held-out "
+                            "quality not yet shown equal)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN/last.pt."),
 ):
     """Distil a teacher into a student (a CV-UNet, or a fine-tuned or pruned copy of a trained model),

@@ -90,7 +90,8 @@ class MattingEngine:
         self.spec = spec
         self.settings = settings or MatteSettings()
         s = self.settings
-        self.refiner = refiner or GuidedFilterRefiner(eps=s.guided_eps, radius_per_scale=s.guided_radius_per_scale)
+        self.refiner = refiner or GuidedFilterRefiner.from_settings(s)
+        self._refiner_from_settings = refiner is None
 
     def coarse(self, images: list[np.ndarray], source_alphas: list[np.ndarray | None] | None = None
                ) -> list[np.ndarray]:
@@ -123,7 +124,9 @@ class MattingEngine:
         """From the coarse alpha at model resolution to the final result at the photo's resolution.
         settings, refiner: this image's, when they differ from the engine's (a service request)."""
         s = settings or self.settings
-        refiner = refiner or self.refiner
+        if refiner is None:
+            # The default refiner follows this image's guided_* settings (a service request's).
+            refiner = GuidedFilterRefiner.from_settings(s) if self._refiner_from_settings else self.refiner
         timings = dict(timings or {})
         t0 = time.perf_counter()
         H, W = rgb.shape[:2]

@@ -54,6 +54,17 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float, s
     return cv2.transform(cv2.multiply(A, full), np.ones((1, 3), np.float32)) + b
 
 
+def trust_where_hesitant(coarse, filtered):
+    """The filtered alpha where the coarse alpha hesitated (fully for 0.15..0.85), the coarse one
+    where it was sure (near 0 or 1). The guided filter's linear fit over a window that spans the
+    edge puts alpha into sure background and takes it from sure foreground across the whole band
+    (SAD on 60 held-out composites: coarse alone 3.39, filter alone 3.79, this 3.27; on held-out
+    real soft mattes band SAD -0.7..-1.1% against the filter alone, gradient +14..19%;
+    benchmarks/NOTES.md, issue 22). numpy arrays or torch tensors."""
+    hesitation = (8.0 * coarse * (1.0 - coarse)).clip(0.0, 1.0)
+    return coarse + hesitation * (filtered - coarse)
+
+
 def _guided_coefficients(I: np.ndarray, p: np.ndarray, r: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """Box-averaged affine coefficients (A: [H, W, 3], b: [H, W]) of the guided filter."""
     mean_I = _box(I, r)

@@ -12,7 +12,7 @@ import numpy as np
 
 from .batching import DynamicBatcher
 from .preprocess import normalize
-from .refine import guided_filter
+from .refine import guided_filter, trust_where_hesitant
 from .spec import ModelSpec
 
 
@@ -41,11 +41,17 @@ class GuidedFilterRefiner:
     tile_size = 1024
 
     def __init__(self, radius: int | None = None, eps: float = 1e-3, radius_per_scale: float = 6.0,
-                 subsample_per_scale: float = 1.0):
+                 subsample_per_scale: float = 1.0, confidence_weighted: bool = True):
         self.radius = radius
+        self.confidence_weighted = confidence_weighted
         self.eps = eps
         self.radius_per_scale = radius_per_scale
         self.subsample_per_scale = subsample_per_scale
+
+    @classmethod
+    def from_settings(cls, s) -> "GuidedFilterRefiner":
+        return cls(eps=s.guided_eps, radius_per_scale=s.guided_radius_per_scale,
+                   confidence_weighted=s.guided_confidence_weighted)
 
     def radius_for(self, scale: float) -> int:
         if self.radius is not None:
@@ -57,7 +63,10 @@ class GuidedFilterRefiner:
         s = max(1, int(round(self.subsample_per_scale * scale)))
         out = []
         for image, alpha in zip(rgb, coarse):
-            out.append(np.clip(guided_filter(image, alpha, r, self.eps, s), 0.0, 1.0))
+            filtered = np.clip(guided_filter(image, alpha, r, self.eps, s), 0.0, 1.0)
+            if self.confidence_weighted:
+                filtered = trust_where_hesitant(alpha, filtered)
+            out.append(filtered)
         return out
 
 
@@ -92,7 +101,8 @@ class ModelRefiner:
         self.spec = spec
         self.name = spec.name
         self.fallback = fallback or GuidedFilterRefiner()
-        self.smooth = smooth if smooth is not None else GuidedFilterRefiner(radius_per_scale=6.0, eps=1e-2)
+        self.smooth = smooth if smooth is not None else GuidedFilterRefiner(
+            radius_per_scale=6.0, eps=1e-2, confidence_weighted=False)  # as measured in issue 17
 
     def refine(self, rgb, coarse, scale):
         if scale < self.MIN_SCALE:

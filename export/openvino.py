@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cvmatte.engine import metrics
-from cvmatte.engine.backends.openvino import OpenVinoBackend, import_openvino
+from cvmatte.engine.backends.openvino import OpenVinoBackend, import_openvino, onnx_node_name
 from cvmatte.engine.errors import ModelError
 from cvmatte.engine.imageio import read_image
 from cvmatte.engine.matting import MattingEngine
@@ -165,11 +165,10 @@ def quantize_int8(model: ResolvedModel, dst: Path, calib: list[Path], control: l
         quantized = nncf.quantize_with_accuracy_control(
             net, nncf.Dataset(data), nncf.Dataset(checks), validation_fn=validate, max_drop=CONTROL_MAX_DROP,
             drop_type=nncf.DropType.RELATIVE, subset_size=len(data), advanced_quantization_parameters=advanced)
-        quantized_layers = {op.get_friendly_name().split("/")[0] for op in quantized.get_ordered_ops()
-                            if op.get_type_name() == "Convolution"
-                            and op.input_value(1).get_node().get_type_name() != "Constant"}
-        reverted = sorted({op.get_friendly_name().split("/")[0] for op in quantized.get_ordered_ops()
-                           if op.get_type_name() == "Convolution"} - quantized_layers)
+        convs = [op for op in quantized.get_ordered_ops() if op.get_type_name() == "Convolution"]
+        # A quantized convolution reads its weights through a dequantization; a reverted one from a constant.
+        reverted = sorted(onnx_node_name(op.get_friendly_name()) for op in convs
+                          if op.input_value(1).get_node().get_type_name() == "Constant")
         log(f"NNCF: {len(reverted)} convolutions left in float: {', '.join(reverted) or 'none'}")
     else:
         log(f"NNCF: INT8 calibrated on {len(data)} images (no exact alpha given: no accuracy control)")

@@ -125,6 +125,17 @@ def test_blend_of_agreeing_tiles_reproduces_them_without_seams():
     np.testing.assert_allclose(out, truth, atol=1e-5)
 
 
+def test_one_tile_over_the_whole_image_blends_as_the_general_path():
+    """The shortcut for a single whole-image tile gives the general blend's values exactly (the
+    same tile twice takes the general path: equal weights, the same mean)."""
+    rng = np.random.default_rng(1)
+    coarse, refined = (rng.random((300, 400)).astype(np.float32) for _ in range(2))
+    weight = np.clip(rng.random((300, 400)).astype(np.float32) * 2 - 0.5, 0, 1)
+    whole = [tiling.Tile(0, 0, 300, 400)]
+    np.testing.assert_array_equal(tiling.blend(coarse, weight, whole, [refined], 32),
+                                  tiling.blend(coarse, weight, whole * 2, [refined] * 2, 32))
+
+
 def test_guided_filter_keeps_constants_and_snaps_to_a_colour_edge():
     guide = np.zeros((64, 64, 3), np.float32)
     guide[:, 32:] = 1.0
@@ -175,3 +186,20 @@ def test_foreground_runs_of_columns_give_the_whole_strips_result(monkeypatch):
     np.testing.assert_array_equal(split, whole)
     assert (split != rgb).any()
     np.testing.assert_array_equal(split[:40, :40], rgb[:40, :40])
+
+
+def test_guided_filter_decides_only_where_the_coarse_alpha_hesitates(matter, composite):
+    """Unweighted, the filter's fit smeared alpha into sure background and foreground across the
+    band: the weighted finish must be closer to the exact alpha over the whole image, leave sure
+    coarse pixels as they were and still sharpen the edge against the coarse alpha."""
+    c = composite
+    weighted = matter.engine.matte(c.rgb)
+    plain = Matter("u2netp", device="cpu", guided_confidence_weighted=False).engine.matte(c.rgb)
+    np.testing.assert_array_equal(weighted.coarse, plain.coarse)
+    assert metrics.sad(weighted.alpha, c.alpha) < metrics.sad(plain.alpha, c.alpha)
+    sure = ((weighted.coarse < 1e-3) | (weighted.coarse > 1 - 1e-3)) & weighted.band
+    assert sure.mean() > 0.01  # part of the band: where the unweighted filter moved sure pixels
+    assert np.abs(plain.alpha - plain.coarse)[sure].max() > 0.1
+    assert np.abs(weighted.alpha - weighted.coarse)[sure].max() <= 2 / 255
+    edge = metrics.edge_band(c.alpha, 8)
+    assert metrics.gradient_error(weighted.alpha, c.alpha, edge) < 0.8 * metrics.gradient_error(weighted.coarse, c.alpha, edge)

@@ -14,6 +14,8 @@ import numpy as np
 from cvmatte import Matter
 from cvmatte.benchmarks.suite.config import BenchConfig
 from cvmatte.benchmarks.suite.peak import peak_for
+from cvmatte.benchmarks.suite.variants import backend_runs
+from cvmatte.engine import zoo
 from cvmatte.engine.errors import CvmatteError
 from cvmatte.engine.onnx_graph import conv_flops
 from cvmatte.engine.preprocess import normalize, resize
@@ -21,11 +23,11 @@ from cvmatte.engine.preprocess import normalize, resize
 
 def latency(cfg: BenchConfig, variants: dict, peak: dict, image: np.ndarray, log) -> list[dict]:
     rows = []
-    for label, (precision, model) in variants.items():
-        for backend in cfg.backends:
+    for backend in cfg.backends:
+        for label, precision, model, hint in backend_runs(backend, variants):
             for device in cfg.devices:
                 try:
-                    m = Matter(model, backend, device)
+                    m = Matter(model, backend, device, precision=hint)
                 except CvmatteError as e:
                     log(f"latency: {label} on {backend}/{device} skipped: {e}")
                     continue
@@ -38,7 +40,9 @@ def latency(cfg: BenchConfig, variants: dict, peak: dict, image: np.ndarray, log
                     grid.insert(0, (own, 1))
                 for res, batch in grid:
                     x1 = normalize(resize(image, (res, res)), m.spec)[None]
-                    gflop = conv_flops(m.model.path, (res, res)) / 1e9
+                    # FLOPs from the ONNX graph (an OpenVINO IR file counts as its fp32 model's).
+                    onnx_file = m.model.path if m.model.path.suffix == ".onnx" else zoo.resolve(label.rsplit(" ", 1)[0]).path
+                    gflop = conv_flops(onnx_file, (res, res)) / 1e9
                     # Through one staging slot, as the pipeline runs it: wall time from launch
                     # to outputs on the host (copies included), and the compute time the
                     # backend reports (CUDA events on a GPU, the run itself on the CPU).

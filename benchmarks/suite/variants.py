@@ -17,8 +17,10 @@ from cvmatte.engine.errors import CvmatteError
 
 
 def model_variants(cfg: BenchConfig, work: Path, log) -> dict[str, tuple[str, str | Path]]:
-    """label -> (precision, model) for every requested model and precision. FP16/INT8 files come
-    from the export toolchain and are kept under <out>/models/ for the next run."""
+    """label ("<model> <precision>") -> (precision, model) for every requested model and precision.
+    FP16/INT8 are ONNX files for ONNX Runtime, from the export toolchain (kept under <out>/models/
+    for the next run) when ONNX Runtime is benchmarked; bf16 is an inference precision of the fp32
+    model."""
     variants = {}
     for name in cfg.models:
         try:
@@ -27,8 +29,10 @@ def model_variants(cfg: BenchConfig, work: Path, log) -> dict[str, tuple[str, st
             log(f"skipping {name}: {e}")
             continue
         variants[f"{name} fp32"] = ("fp32", name)
-        wanted = [p for p in cfg.precisions if p != "fp32"]
-        if not wanted:
+        for p in [p for p in cfg.precisions if p != "fp32"]:
+            variants[f"{name} {p}"] = (p, name)
+        wanted = [p for p in cfg.precisions if p in ("fp16", "int8")]
+        if not wanted or "onnxruntime" not in cfg.backends or cfg.quick:  # --quick: no export (minutes)
             continue
         folder = work / resolved.spec.name
         missing = [p for p in wanted if not (folder / f"{resolved.spec.name}.{p}.onnx").is_file()]
@@ -42,13 +46,36 @@ def model_variants(cfg: BenchConfig, work: Path, log) -> dict[str, tuple[str, st
     return variants
 
 
+def backend_runs(backend: str, variants: dict[str, tuple[str, str | Path]]) -> list[tuple[str, str, str | Path, str]]:
+    """(label, precision, model, inference precision) of what one backend runs: ONNX Runtime and
+    TensorRT the files as they are; OpenVINO and torch the fp32 model in fp32 and bf16, and
+    OpenVINO the model's gated INT8 file (NNCF) for int8."""
+    runs = []
+    for label, (precision, model) in variants.items():
+        name = label.rsplit(" ", 1)[0]
+        if backend in ("onnxruntime", "tensorrt"):
+            if precision == "fp32" or model != name:  # a file of that precision was exported
+                runs.append((label, precision, model, "fp32"))
+        elif precision in ("fp32", "bf16"):
+            runs.append((label, precision, name, precision))
+        elif precision == "int8" and backend == "openvino":
+            found = zoo.variant(zoo.resolve(name), "int8")
+            if found is not None:
+                runs.append((label, "int8", found.path, "fp32"))
+    return runs
+
+
 def catalog_configs(cfg: BenchConfig) -> dict[str, dict]:
-    """name -> Matter keyword arguments (or {"plain_loop": model}) for the throughput and accuracy runs."""
+    """name -> Matter keyword arguments (or {"plain_loop": model}) for the throughput and accuracy
+    runs: the plain loop, cvmatte as it runs by default (backend and precision chosen for this
+    machine), and with ONNX Runtime in fp32 (the earlier default) for the same work."""
     configs = {}
     for name in cfg.models:
         configs[f"plain loop (rembg-style), {name}"] = {"plain_loop": name}
         configs[f"cvmatte {name}, no tiles"] = {"model": name, "tile": False}
         configs[f"cvmatte {name}, tiles + guided filter"] = {"model": name}
+        configs[f"cvmatte {name}, tiles + guided filter, onnxruntime fp32"] = {"model": name, "backend": "onnxruntime",
+                                                                               "precision": "fp32"}
         if "cvunet-refiner" in zoo.ZOO:
             configs[f"cvmatte {name}, tiles + learned refiner"] = {"model": name, "refiner": "cvunet-refiner"}
     return configs

@@ -80,6 +80,9 @@ def _int8_variant(model: ResolvedModel, device: str) -> tuple[ResolvedModel | No
     from ..zoo import variant
     from .openvino import int8_exact_here
 
+    gate = model.spec.precision_gate.get("int8")
+    if gate and not gate.get("passed"):
+        return None, f"int8 not used: {model.spec.name} failed its accuracy gate ({gate.get('evidence')})"
     found = variant(model, "int8") if model.spec.precision == "fp32" else None
     if found is None:
         return None, ""

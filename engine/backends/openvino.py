@@ -55,6 +55,13 @@ def capabilities(device: str = "CPU") -> list[str]:
     return list(core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
 
 
+def onnx_node_name(layer: str) -> str:
+    """The ONNX node an OpenVINO layer came from: OpenVINO splits a biased Conv into the
+    convolution "<node>/WithoutBiases" and its Add "<node>" (torch's exporter names nodes like
+    "/decoder.4/dec.2/Conv", so the name is not cut at the first slash)."""
+    return layer.removesuffix("/WithoutBiases")
+
+
 def keep_fp32(core, model, names) -> object:
     """The model with the named layers (ONNX node names; OpenVINO may add a suffix such as
     "/WithoutBiases") kept in fp32 under a reduced inference precision. OpenVINO does that for a
@@ -73,7 +80,7 @@ def keep_fp32(core, model, names) -> object:
         found: set[str] = set()
 
         def mark(m: re.Match) -> str:
-            name = m.group(1).split("/")[0]
+            name = onnx_node_name(m.group(1))
             if name not in wanted:
                 return m.group(0)
             found.add(name)

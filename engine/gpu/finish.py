@@ -20,7 +20,7 @@ import cv2
 import torch
 import torch.nn.functional as F
 
-from ..refine import FAINT, solve_sym3
+from ..refine import FAINT, solve_sym3, trust_where_hesitant
 from ..settings import MatteSettings
 
 REFLECT = "reflect"        # cv2.BORDER_REFLECT: fedcba|abcdef (the edge pixel repeated)
@@ -194,6 +194,8 @@ def finish(rgb: torch.Tensor, coarse_small: torch.Tensor, spec_input_size: tuple
         radius = max(2, int(round(s.guided_radius_per_scale * scale)))
         sub = max(1, int(round(scale)))
         refined = guided_filter(img, coarse, radius, s.guided_eps, sub).clamp(0, 1)
+        if s.guided_confidence_weighted:
+            refined = trust_where_hesitant(coarse, refined)
         alpha = (coarse + weight * (refined - coarse)).clamp(0, 1)
     if source_alpha is not None:
         alpha = alpha * source_alpha.float()
