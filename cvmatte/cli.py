@@ -161,10 +161,18 @@ def _progress(quiet: bool) -> Progress:
                     TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, disable=quiet)
 
 
-def _interrupted() -> None:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (systemd, Kubernetes, `timeout`): ends a run as Ctrl-C does, with exit status 143."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _interrupted(err: BaseException | None = None) -> None:
     console.print("interrupted: the outputs and manifest rows written so far are kept (catalogs: --resume "
                   "finishes the run)")
-    raise typer.Exit(130)
+    raise typer.Exit(143 if isinstance(err, Terminated) else 130)
 
 
 def _print_summary(report, out: Path) -> None:
@@ -176,7 +184,7 @@ def _print_summary(report, out: Path) -> None:
     n_ok = len(report.succeeded)
     review = s["counts"].get("review", 0)
     console.print(f"done: {n_ok} ok, {len(report.failed)} failed ({review} to review) in {report.seconds:.1f} s "
-                  f"({s['images_per_s']:.2f} images/s); {s['model_runs'] if s['model_runs'] else n_ok} model runs, "
+                  f"({s['images_per_s']:.2f} images/s); {s['model_runs']} model runs, "
                   f"{s['cache_hits']} from the cache", highlight=False)
     console.print(f"manifest {report.manifest}", highlight=False)
     if report.batching is not None:
@@ -265,8 +273,8 @@ def matte(
             task = progress.add_task("matting", total=len(paths))
             report = m.matte_files(inputs, out, rgba=spec.rgba, **_spec_kwargs(spec), sku_regex=sku_regex,
                                    sku_csv=sku_csv, on_row=_report_row(progress, task, quiet))
-    except KeyboardInterrupt:
-        _interrupted()
+    except KeyboardInterrupt as err:
+        _interrupted(err)
     except CvmatteError as e:
         _fail(str(e))
     _print_summary(report, out)
@@ -293,8 +301,8 @@ def _matte_one(inputs: list[str], out: Path, spec, only_alpha: bool, matter_kwar
         data = sys.stdin.buffer.read() if inputs[0] == "-" else read_bytes(inputs[0])
         with Matter(**matter_kwargs) as m:
             row, encoded = m.matte_bytes(data, name, spec)
-    except KeyboardInterrupt:
-        _interrupted()
+    except KeyboardInterrupt as err:
+        _interrupted(err)
     except CvmatteError as e:
         _fail(str(e))
     if not row.ok:
@@ -354,7 +362,7 @@ def _print_presets():
     try:
         from .engine.nets.cvunet import PRESETS, build, count_flops, count_parameters
     except ImportError:
-        Console().print("CV-UNet presets: install torch to list them (pip install 'cvmatte[torch]')")
+        Console().print(escape("CV-UNet presets: install torch to list them (pip install 'cvmatte[torch]')"))
         return
     table = Table(title="CV-UNet student presets")
     for col in ("preset", "encoder", "width", "parameters", "GFLOP at 512x512"):
@@ -605,14 +613,14 @@ def catalog_run(
                 console.print(f"watching {inputs[0]} (Ctrl-C stops)")
                 try:
                     m.watch(inputs[0], out, settle_s=poll, idle_exit_s=idle_exit, **options)
-                except KeyboardInterrupt:
-                    pass
+                except KeyboardInterrupt as err:
+                    raise typer.Exit(143 if isinstance(err, Terminated) else 0)
                 raise typer.Exit(0)
             report = m.catalog(inputs, out, resume=resume, retry_failed=retry_failed, ray=ray, ray_address=ray_address,
                                ray_actors=ray_actors, ray_gpus_per_actor=ray_gpus,
                                on_start=lambda n: progress.update(task, total=n), **options)
-    except KeyboardInterrupt:
-        _interrupted()
+    except KeyboardInterrupt as err:
+        _interrupted(err)
     except (FileNotFoundError, CvmatteError) as e:
         _fail(str(e))
     _print_summary(report, out)
@@ -621,6 +629,9 @@ def catalog_run(
 
 def main():
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)  # the service's server installs its own on start
     app()
 
 

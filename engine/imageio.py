@@ -234,6 +234,15 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
     return buf.tobytes()
 
 
+def resolved_path(p: Path) -> Path:
+    """p with its links followed, or p made absolute where they loop (Python 3.11's resolve raises
+    RuntimeError on a loop; later versions OSError)."""
+    try:
+        return p.resolve()
+    except (RuntimeError, OSError):
+        return p.absolute()
+
+
 def list_images(inputs: list[str | Path], skipped: list[Path] | None = None,
                 exclude: list[Path] | None = None) -> list[Path]:
     """Files, folders (recursively, image suffixes only) and glob patterns, in a stable order.
@@ -245,15 +254,15 @@ def list_images(inputs: list[str | Path], skipped: list[Path] | None = None,
     folders that hold a `.cvmatte` folder (another run's output) are left out too.
     """
     out: list[Path] = []
-    barred = [Path(e).resolve() for e in exclude or []]
+    barred = [resolved_path(Path(e)) for e in exclude or []]
 
     def wanted(q: Path, root: Path) -> bool:
-        if barred and any(q.resolve().is_relative_to(b) for b in barred):
+        if barred and any(resolved_path(q).is_relative_to(b) for b in barred):
             return False
         if any(part.startswith(".") for part in q.relative_to(root).parts):  # .cache/, .DS_Store
             return False
-        if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file():
-            return True
+        if q.suffix.lower() in IMAGE_SUFFIXES and (q.is_file() or (q.is_symlink() and not q.exists())):
+            return True  # a broken or looping link named as an image gets its own failed row
         if skipped is not None and not q.is_dir():
             skipped.append(q)
         return False
@@ -264,7 +273,7 @@ def list_images(inputs: list[str | Path], skipped: list[Path] | None = None,
             # Any cvmatte output folder inside (it holds .cvmatte/): cut-outs are not inputs.
             barred += [m.parent.resolve() for m in p.rglob(".cvmatte") if m.is_dir()]
             out.extend(sorted(q for q in p.rglob("*") if wanted(q, p)))
-        elif p.exists():
+        elif p.exists() or p.is_symlink():  # a broken or looping link: its own failed row
             out.append(p)
         else:
             matches = sorted(Path(m) for m in glob.glob(str(item), recursive=True))
@@ -275,7 +284,7 @@ def list_images(inputs: list[str | Path], skipped: list[Path] | None = None,
     seen: set[Path] = set()
     unique = []
     for p in out:
-        key = p.resolve()
+        key = resolved_path(p)
         if key not in seen:
             seen.add(key)
             unique.append(p)

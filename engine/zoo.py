@@ -398,8 +398,9 @@ def _load_beside(onnx_path: Path) -> ResolvedModel:
         )
     try:
         spec = ModelSpec.load(spec_file)
-    except (ValueError, TypeError) as e:
-        raise ModelError(f"{spec_file}: invalid spec ({e})") from None
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
+        raise ModelError(f"{spec_file}: invalid spec ({e}); fix it, or write it again (`cvmatte export` writes one "
+                         "beside every file it makes)") from None
     return ResolvedModel(onnx_path, spec)
 
 
@@ -408,7 +409,10 @@ def cached(name: str, cache: str | Path | None = None) -> ResolvedModel | None:
     onnx_path = cache_dir(cache) / name / f"{name}.onnx"
     if not onnx_path.is_file() or not spec_path_for(onnx_path).is_file():
         return None
-    resolved = _load_beside(onnx_path)
+    try:
+        resolved = _load_beside(onnx_path)
+    except ModelError:  # a damaged spec in the cache: not cached, fetched or copied again
+        return None
     if resolved.spec.sha256 and sha256_file(onnx_path) != resolved.spec.sha256:
         return None
     entry = ZOO.get(name)

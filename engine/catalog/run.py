@@ -70,7 +70,8 @@ def summarize(run_id: str, rows: list[Row], seconds: float, new_rows: int | None
     return {
         "run": run_id, "inputs": len(rows), "counts": counts,
         "cache_hits": sum(r.cache == "hit" for r in rows),
-        "model_runs": sum(r.cache == "miss" for r in rows),
+        # Through the model: a cache miss, or without a cache every row that has a coarse pass's time.
+        "model_runs": sum(r.cache == "miss" or (r.cache is None and "coarse_s" in r.timings) for r in rows),
         "duplicates": sum(bool(r.duplicate_of) for r in rows),
         "failures": [{"input": r.input, "error": r.error} for r in rows if not r.ok],
         "review": [{"input": r.input, "flags": r.flags, "outputs": r.outputs} for r in rows if r.status == "review"],
@@ -121,9 +122,12 @@ def run_catalog(inputs: list[str | Path], engine: MattingEngine, layout: outputs
         entries = [e for e in entries if e.path not in done]
     run_id = run_id or time.strftime("%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6]
     claims = NameClaims(layout.root)
-    for e in entries:
-        if e.reject is None:
-            e.stem = claims.claim(layout.folder(e.sku), outputs.stem_candidates(e.input), e.path)
+    try:
+        for e in entries:
+            if e.reject is None:
+                e.stem = claims.claim(layout.folder(e.sku), outputs.stem_candidates(e.input), e.path)
+    except OSError as err:  # a full or read-only output disk, before any image is cut out
+        raise CvmatteError(f"cannot reserve output names under {layout.root} ({err.strerror or err})") from None
     rows = list(previous)
     if on_start:
         on_start(len(entries))

@@ -68,7 +68,7 @@ class Row:
     @property
     def identity(self) -> str:
         """The resolved path (rows of older manifests: the input as written, resolved now)."""
-        return self.path or str(Path(self.input).resolve())
+        return self.path or str(imageio.resolved_path(Path(self.input)))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -275,6 +275,8 @@ class Runner:
             loaded.decoded = imageio.decode_image(data, e.input, self.settings.max_pixels)
             loaded.row.height, loaded.row.width = loaded.decoded.rgb.shape[:2]
             loaded.row.timings["decode_s"] = time.perf_counter() - loaded.t0
+            if loaded.hit is not None and loaded.hit[0].shape != loaded.decoded.rgb.shape[:2]:
+                loaded.hit = None  # a damaged cache entry: a miss, computed and rewritten
         except Exception as err:
             loaded.decoded = None
             self._failed(loaded, err)
@@ -318,8 +320,8 @@ class Runner:
             loaded.pages = loaded.decoded.pages
         loaded.decoded = None  # the decoded image is not needed past here
         t0 = time.perf_counter()
+        row.timings.update(result.timings)  # before the outputs: a failed write still ran the model
         row.outputs = self.sink(loaded.entry, outputs.encode(result, self.spec))
-        row.timings.update(result.timings)
         row.timings["write_s"] = time.perf_counter() - t0
         row.tiles = result.tiles
         row.quality = measures

@@ -2,7 +2,7 @@
 
 Both are safe to share between processes: cache entries are written to a temporary file and
 renamed (the JSON last: it is the entry's commit mark), and a manifest row is appended whole under
-an exclusive lock (filelock: the same on Linux, macOS and Windows).
+an exclusive lock (flock on the manifest itself; on Windows filelock's lock file beside it).
 """
 
 from __future__ import annotations
@@ -11,12 +11,18 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
 import cv2
 import numpy as np
-from filelock import FileLock
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from .. import imageio
 from ..settings import MatteSettings
@@ -53,7 +59,13 @@ class AlphaCache:
         alpha = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
         if alpha is None:
             return None
-        return alpha, json.loads(meta.read_text())
+        try:
+            record = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # damaged (zero-filled, overwritten, not UTF-8): a miss, rewritten
+            return None
+        if not isinstance(record, dict) or not isinstance(record.get("quality"), dict):
+            return None
+        return alpha, record
 
     def put(self, key: str, alpha_u8: np.ndarray, record: dict) -> None:
         png, meta = self._paths(key)
@@ -62,18 +74,20 @@ class AlphaCache:
 
 
 class Manifest:
-    """JSON lines, appended whole under an exclusive lock (safe across processes and threads)."""
+    """JSON lines, each appended whole under an exclusive lock on the manifest itself (flock: safe
+    across processes and threads, and no lock file left beside it). A row the disk cannot take
+    whole is taken back out, so a full disk leaves no torn row."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._lock = FileLock(str(self.path) + ".lock")
+        self._thread_lock = threading.Lock()
 
     def rows(self) -> list[dict]:
         """Every complete row; a line cut short by a kill is skipped."""
         if not self.path.is_file():
             return []
         out = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
@@ -83,14 +97,27 @@ class Manifest:
     def append(self, row: dict) -> None:
         line = (json.dumps(row, sort_keys=True) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            with open(self.path, "ab+") as f:
-                size = f.seek(0, os.SEEK_END)
-                if size:
-                    f.seek(size - 1)
-                    if f.read(1) != b"\n":
-                        line = b"\n" + line  # a row cut short by a kill: end its line so ours stands alone
-                f.write(line)
+        if fcntl is None:
+            from filelock import FileLock
+
+            other_processes = FileLock(str(self.path) + ".lock")
+        else:
+            other_processes = nullcontext()
+        with self._thread_lock, other_processes, open(self.path, "ab+", buffering=0) as f:
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # released when the file closes
+            size = f.seek(0, os.SEEK_END)
+            if size:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    line = b"\n" + line  # a row cut short by a kill: end its line so ours stands alone
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(f.fileno(), view):]
+            except OSError:
+                os.ftruncate(f.fileno(), size)  # ENOSPC and the like: no part of the row stays
+                raise
 
 
 class NameClaims:
@@ -110,9 +137,9 @@ class NameClaims:
         # The claim appears whole or not at all: written aside, then hard-linked into place (a
         # link fails if the name exists), so a reader never sees an empty claim.
         fd, tmp = tempfile.mkstemp(prefix=".claim-", dir=d)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(identity)
         try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(identity)
             for stem in candidates:
                 try:
                     os.link(tmp, d / stem)

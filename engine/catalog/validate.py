@@ -37,7 +37,7 @@ class Entry:
 
 
 def inspect(path: Path, sku: SkuResolver, min_side: int, max_pixels: int) -> Entry:
-    e = Entry(str(path), sku=sku(path), path=str(Path(path).resolve()))
+    e = Entry(str(path), sku=sku(path), path=str(imageio.resolved_path(Path(path))))
     try:
         data = imageio.read_bytes(path)
     except CvmatteError as err:

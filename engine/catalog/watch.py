@@ -2,8 +2,10 @@
 (watchdog: inotify, FSEvents, ReadDirectoryChangesW) instead of listing the folder over and over.
 
 A file is taken once no event came for it for `settle_s` (a copy in progress keeps sending them),
-and only once: a file replaced later under the same name is not taken again (run the catalog for
-that). Each batch resumes the same run, so nothing is done twice.
+and once it is done, only once: a file replaced later under the same name is not taken again (run
+the catalog for that). A file that failed (a copy that stalled longer than settle_s reads as
+truncated) is taken again when it changes again. Each batch resumes the same run, so nothing is
+done twice.
 """
 
 from __future__ import annotations
@@ -47,9 +49,8 @@ def watch_catalog(folder: str | Path, run: Callable[[list[Path], bool], RunRepor
     observer.start()
     for p in imageio.list_images([folder]):  # what is there already counts as arrived now
         touched(p)
-    handed: set[Path] = set()
-    rows: list[Row] = []
-    seen: set[str] = set()
+    done: set[str] = set()  # inputs cut out (ok or review): never taken again
+    rows: dict[str, Row] = {}  # input -> its latest row
     resume = False
     last_new = time.monotonic()
     try:
@@ -59,18 +60,19 @@ def watch_catalog(folder: str | Path, run: Callable[[list[Path], bool], RunRepor
                 settled = sorted(p for p, t in last_event.items() if now - t >= settle_s)
                 for p in settled:
                     del last_event[p]
-            settled = [p for p in settled if p not in handed and p.is_file()]
-            handed.update(settled)
+            settled = [p for p in settled if str(p) not in done and p.is_file()]
             if settled:
                 report = run(settled, resume)
                 resume = True
-                fresh = [r for r in report.rows if r.input not in seen]
-                if fresh:
-                    seen.update(r.input for r in fresh)
-                    rows.extend(fresh)
-                    last_new = time.monotonic()
+                wanted = {str(p) for p in settled}
+                for r in report.rows:
+                    if r.input in wanted:
+                        rows[r.input] = r
+                        if r.ok:
+                            done.add(r.input)
+                last_new = time.monotonic()
             if idle_exit_s is not None and time.monotonic() - last_new > idle_exit_s:
-                return rows
+                return list(rows.values())
             time.sleep(min(settle_s, 0.5))
     finally:
         observer.stop()
