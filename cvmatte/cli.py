@@ -523,6 +523,8 @@ def serve(
     queue: int = typer.Option(8, "--queue", min=0, help="Requests that may wait; past that, 503."),
     max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", min=0.01),
     max_megapixels: float = typer.Option(40.0, "--max-megapixels", min=0.01),
+    upload_timeout: float = typer.Option(30.0, "--upload-timeout", min=0.1, help="Seconds an image upload may "
+                                         "take; a client that stalls longer gets 408."),
 ):
     """The model loaded once: HTTP API (/v1/matte, /v1/batch, /v1/jobs, /health, /openapi.json) and a web page at /."""
     from .server import serve as run_server
@@ -531,7 +533,8 @@ def serve(
     console.print(f"cvmatte serve: loading {model}; then http://{host}:{port}/ (API: /openapi.json)")
     try:
         run_server(host, port, model=model, backend=backend, device=device, precision=precision,
-                   allow_cpu_fallback=allow_cpu_fallback, workers=workers, queue=queue, max_upload_mb=max_upload_mb, max_megapixels=max_megapixels)
+                   allow_cpu_fallback=allow_cpu_fallback, workers=workers, queue=queue, max_upload_mb=max_upload_mb, max_megapixels=max_megapixels,
+                   upload_deadline_s=upload_timeout)
     except CvmatteError as e:
         console.print(f"[red]error:[/] {escape(str(e))}")
         raise typer.Exit(2)

@@ -11,10 +11,12 @@
     GET  /v1/jobs/{id}         progress; GET /v1/jobs/{id}/zip the result. Both need the job's token
                                (`?token=` or the header X-Job-Token); without it, 404
 
-Capacity, decided when a request comes in, before its body is read: `workers` images are matted at
-once and at most `queue` more wait (the gate); at most `batch_slots` batches and jobs are in the
-house at once (a job holds its slot until it finishes). Past either, 503 with Retry-After at once,
-never a crash or an unbounded pile-up. Model work runs on the service's own bounded thread pools,
+Capacity: a /v1/matte body is read first, whole, within 30 s (else 408), the bodies being received
+bounded by the bytes they declare (8 upload limits in all; past that 503); only then does the
+request ask the gate: `workers` images are matted at once and at most `queue` more
+wait, so clients that stall mid-upload cannot take the model's places. At most `batch_slots`
+batches and jobs are in the house at once, from their arrival (a job holds its slot until it
+finishes). Past any bound, 503 with Retry-After at once, never a crash or an unbounded pile-up. Model work runs on the service's own bounded thread pools,
 so /health (async, on the event loop) answers whatever the load.
 
 Limits: the request body, counted while it streams (413 as soon as it passes: one upload and its
@@ -60,6 +62,8 @@ CANVAS_MAX_PIXELS = 16_000_000
 BATCH_PATHS = ("/v1/batch", "/v1/jobs")
 #: The scope key under which a request's admission ticket travels from the middleware to the handler.
 TICKET = "cvmatte.ticket"
+#: Seconds a /v1/matte request may take to send its body; a client that stalls longer gets 408.
+UPLOAD_DEADLINE_S = 30.0
 
 
 class Busy(Exception):
@@ -73,7 +77,7 @@ class Gate:
         self.workers, self.queue = workers, queue
         self._slots = threading.Semaphore(workers)
         self._lock = threading.Lock()
-        self.inside = 0  # working + waiting (a /v1/matte request from its arrival, its upload included)
+        self.inside = 0  # working + waiting (a /v1/matte request once its whole body has arrived)
 
     def admit(self) -> None:
         """Count one more inside, or Busy; `leave` when done."""
@@ -101,22 +105,22 @@ class Gate:
 
 
 class Slots:
-    """At most `capacity` batch and job requests in the house; past that, Busy."""
+    """At most `capacity` in the house (batch and job requests; bytes of uploads); past that, Busy."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
         self.used = 0
         self._lock = threading.Lock()
 
-    def take(self) -> None:
+    def take(self, n: int = 1) -> None:
         with self._lock:
-            if self.used >= self.capacity:
+            if self.used + n > self.capacity:
                 raise Busy()
-            self.used += 1
+            self.used += n
 
-    def give(self) -> None:
+    def give(self, n: int = 1) -> None:
         with self._lock:
-            self.used -= 1
+            self.used -= n
 
 
 class Ticket:
@@ -234,7 +238,7 @@ class Service:
                  queue: int = 8, max_upload_mb: float = 25.0, max_megapixels: float = 40.0,
                  allow_cpu_fallback: bool = False, refiners: tuple[str, ...] = ("guided", "cvunet-refiner"),
                  batch_slots: int | None = None, job_ttl_s: float = 3600.0, max_jobs: int = 64,
-                 max_files: int = 1000, precision: str = "auto"):
+                 max_files: int = 1000, precision: str = "auto", upload_deadline_s: float = UPLOAD_DEADLINE_S):
         self.max_upload = int(max_upload_mb * 2 ** 20)
         self.max_pixels = int(max_megapixels * 1e6)
         self.max_request = 50 * self.max_upload  # the body of a batch or job request
@@ -255,6 +259,11 @@ class Service:
         self.model_name = self.matter.spec.name
         self.backend = self.matter.backend.describe()
         self.gate = Gate(workers, queue)
+        # Bodies of /v1/matte being received at once, bounded apart from the model work they ask
+        # for, by the bytes they may hold in memory until admitted (their Content-Length, or the
+        # limit when chunked): stalled clients declaring small bodies cost little.
+        self.upload_bytes = Slots(8 * self.body_limit("/v1/matte"))
+        self.upload_deadline_s = upload_deadline_s
         self.slots = Slots(batch_slots or workers + queue)
         # Model work has threads of its own, as many as admission lets in (requests in the gate,
         # batches and job unpacking in the slots), so nothing waits unseen in a pool's queue and the
@@ -432,6 +441,27 @@ class Admission:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
+    async def read_body(self, receive, send, limit: int) -> list[dict] | None:
+        """A /v1/matte body, whole, within UPLOAD_DEADLINE_S and the limit: its messages to replay,
+        or None once the client was answered (408, 413) or has gone."""
+        messages, seen = [], 0
+        try:
+            async with asyncio.timeout(self.service.upload_deadline_s):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return None  # the client went away
+                    seen += len(message.get("body", b""))
+                    if seen > limit:
+                        await self.refuse(send, 413, f"request body over the {limit / 2**20:.0f} MiB limit")
+                        return None
+                    messages.append(message)
+                    if not message.get("more_body", False):
+                        return messages
+        except TimeoutError:
+            await self.refuse(send, 408, f"request body not received within {self.service.upload_deadline_s:g} s")
+            return None
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
@@ -441,16 +471,35 @@ class Admission:
         if length.isdigit() and int(length) > limit:
             return await self.refuse(send, 413, f"request body over the {limit / 2**20:.0f} MiB limit")
         ticket = None
-        if scope["method"] == "POST" and (path == "/v1/matte" or path in BATCH_PATHS):
-            if path == "/v1/matte":
-                take, give, what = service.gate.admit, service.gate.leave, "every worker and queue place is taken"
-            else:
-                take, give, what = service.slots.take, service.slots.give, "every batch place is taken"
+        if scope["method"] == "POST" and path == "/v1/matte":
+            # The upload first, with a place of its own among uploads and a deadline; the gate that
+            # guards model work counts only requests whose body is in: clients that send a few
+            # bytes and stall cannot take the model's places from everyone else.
+            held = int(length) if length.isdigit() else limit
             try:
-                take()
+                service.upload_bytes.take(held)
             except Busy:
-                return await self.refuse(send, 503, f"busy: {what}; retry shortly", retry=True)
-            ticket = scope[TICKET] = Ticket(give)
+                return await self.refuse(send, 503, "busy: too many uploads at once; retry shortly", retry=True)
+            try:
+                body = await self.read_body(receive, send, limit)
+            finally:
+                service.upload_bytes.give(held)
+            if body is None:
+                return
+            try:
+                service.gate.admit()
+            except Busy:
+                return await self.refuse(send, 503, "busy: every worker and queue place is taken; retry shortly",
+                                         retry=True)
+            ticket = scope[TICKET] = Ticket(service.gate.leave)
+            receive = _replay(body, receive)
+        elif scope["method"] == "POST" and path in BATCH_PATHS:
+            # Batch bodies may be large (spooled to disk by the form parser): a slot from arrival.
+            try:
+                service.slots.take()
+            except Busy:
+                return await self.refuse(send, 503, "busy: every batch place is taken; retry shortly", retry=True)
+            ticket = scope[TICKET] = Ticket(service.slots.give)
 
         seen, refused, started = 0, False, False
 
@@ -480,6 +529,16 @@ class Admission:
         finally:
             if ticket is not None and not ticket.handed_over:
                 ticket.release()
+
+
+def _replay(messages: list[dict], receive):
+    """A receive that gives the body already read, then whatever the client sends next."""
+    pending = list(messages)
+
+    async def replay():
+        return pending.pop(0) if pending else await receive()
+
+    return replay
 
 
 def create_app(service: Service) -> FastAPI:

@@ -446,3 +446,33 @@ def test_page_batch_shows_progress_and_gives_a_zip(server, browser, photos, tmp_
     assert_coffee_cut_out(decode(zf.read("coffee_matte.png")))
     rows = wait_for(browser, "return document.querySelectorAll('#history tr').length;")
     assert rows >= 1
+
+
+def test_stalled_uploads_do_not_deny_the_service_to_everyone(photos):
+    """Twenty clients send their headers and a few bytes, then stall: a normal /v1/matte still gets
+    its cut-out at once (the gate counts requests whose body is in), and each staller gets 408."""
+    import socket
+
+    proc, url = start_server("--device", "cpu", "--workers", "1", "--queue", "2", "--upload-timeout", "4")
+    stallers = []
+    try:
+        host, port = url.removeprefix("http://").split(":")
+        for _ in range(20):
+            s = socket.create_connection((host, int(port)), timeout=30)
+            s.sendall(b"POST /v1/matte HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=xyz\r\n"
+                      b"Content-Length: 100000\r\n\r\n--xyz\r\n")
+            stallers.append(s)
+        time.sleep(0.5)
+        t0 = time.time()
+        r = httpx.post(url + "/v1/matte", files={"file": ("c.jpg", small_jpeg(photos[0]))}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert time.time() - t0 < 4  # not after the stallers' deadline
+        for s in stallers:
+            reply = s.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+        assert httpx.get(url + "/health").json()["status"] == "ok"
+    finally:
+        for s in stallers:
+            s.close()
+        proc.terminate()
+        proc.wait(timeout=30)
