@@ -53,6 +53,8 @@ def _check_out_dir(out: Path, option: str = "-o") -> None:
     parent = out
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        _fail(f"{option} {out}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         _fail(f"{option} {out}: cannot write into {parent} (permission denied)")
 
@@ -295,6 +297,8 @@ def _matte_one(inputs: list[str], out: Path, spec, only_alpha: bool, matter_kwar
     spec = dataclasses.replace(spec, rgba=kind == "rgba", alpha=kind == "alpha",
                                background=spec.background if kind == "background" else None)
     if str(out) != "-":
+        if out.is_dir():
+            _fail(f"-o {out}: is a folder; give a file name, or a folder name without the .png/.jpg")
         _check_out_dir(out.parent if str(out.parent) else Path("."), "-o")
     name = "stdin" if inputs[0] == "-" else inputs[0]
     try:

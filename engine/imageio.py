@@ -164,7 +164,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # The writer's host and pid in the name: a later run removes the temporary files of dead
     # writers only (stray_part), never those of a run still writing.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}-", suffix=".part", dir=path.parent)
+    # The name's start only: a name near the 255-byte limit still has room for the rest.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:64]}.{_HOST}-{os.getpid()}-", suffix=".part",
+                               dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -178,7 +180,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-_HOST = "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
+_HOST = ("".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host")[:32]
 _PART = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[^.]*\.part$")
 
 

@@ -35,9 +35,19 @@ from . import imageio
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+#: Longest safe name: a stem plus "_background.jpg", or a SKU folder, stays far below the 255 bytes
+#: a file name may have, with room for the temporary name written first.
+MAX_NAME = 150
+
+
 def safe_name(text: str, fallback: str = "unknown") -> str:
-    """Only letters, digits, '.', '_' and '-': a SKU or stem never makes a path of its own."""
+    """Only letters, digits, '.', '_' and '-': a SKU or stem never makes a path of its own. A longer
+    name than MAX_NAME keeps its start and a hash of the whole, so distinct names stay distinct."""
     cleaned = _UNSAFE.sub("_", text).strip("._")
+    if len(cleaned) > MAX_NAME:
+        import hashlib
+
+        cleaned = cleaned[:MAX_NAME - 13] + "-" + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:12]
     return cleaned or fallback
 
 

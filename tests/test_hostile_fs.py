@@ -190,3 +190,53 @@ def test_watch_takes_again_a_slow_copy_that_failed_while_it_stalled(tmp_path, ti
     history = [r for r in Manifest(out / "manifest.jsonl").rows() if r["input"].endswith("slow.jpg")]
     assert history[0]["status"] == "failed" and "truncated" in history[0]["error"]  # the stall was seen
     assert history[-1]["status"] in ("ok", "review") and [r.ok for r in rows] == [True]
+
+
+def _rows(out: Path) -> list[dict]:
+    return [r for m in out.rglob("*manifest.jsonl") for r in Manifest(m).rows()]
+
+
+def test_resume_skips_manifest_lines_that_are_no_rows(tmp_path, tiny):
+    _photos(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    assert _run("catalog", "run", tmp_path / "in", "-o", out, "--model", tiny, "-q").returncode == 0
+    with open(out / "manifest.jsonl", "a") as f:
+        f.write('{}\nnull\n[1]\n"x"\n{"run": 1, "input": 2}\n')
+    proc = _run("catalog", "run", tmp_path / "in", "-o", out, "--model", tiny, "-q", "--resume")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    assert len(Manifest(out / "manifest.jsonl").rows()) == 3
+
+
+def test_resume_redoes_a_deleted_cut_out_and_a_replaced_photo(tmp_path, tiny):
+    photos = _photos(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    assert _run("catalog", "run", tmp_path / "in", "-o", out, "--model", tiny, "-q").returncode == 0
+    first = {Path(r["input"]).name: r for r in Manifest(out / "manifest.jsonl").rows()}
+    Path(first["p000.jpg"]["outputs"]["rgba"]).unlink()
+    Image.fromarray(np.full((64, 64, 3), 20, np.uint8)).save(photos[1])  # another photo, same name
+    assert _run("catalog", "run", tmp_path / "in", "-o", out, "--model", tiny, "-q", "--resume").returncode == 0
+    rows = Manifest(out / "manifest.jsonl").rows()
+    redone = [Path(r["input"]).name for r in rows[3:]]
+    assert sorted(redone) == ["p000.jpg", "p001.jpg"]
+    assert Path(rows[-1]["outputs"]["rgba"]).is_file() and all(r["run"] == rows[0]["run"] for r in rows)
+
+
+def test_names_near_the_file_system_limit_and_an_input_inside_the_output(tmp_path, tiny):
+    photo = _photos(tmp_path / "src", 1)[0]
+    long_dir = tmp_path / "long"
+    long_dir.mkdir()
+    (long_dir / ("b" * 235 + ".jpg")).write_bytes(photo.read_bytes())
+    csv = tmp_path / "skus.csv"
+    csv.write_text(f"{'b' * 235}.jpg,{'S' * 300}\n")
+    proc = _run("catalog", "run", long_dir, "-o", tmp_path / "out", "--model", tiny, "--sku-csv", csv, "-q")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (row,) = _rows(tmp_path / "out")
+    assert row["status"] in ("ok", "review") and all(len(Path(p).name) < 200 for p in row["outputs"].values())
+    same = tmp_path / "same"
+    same.mkdir()
+    (same / "p.jpg").write_bytes(photo.read_bytes())
+    proc = _run("catalog", "run", same, "-o", same, "--model", tiny, "-q")
+    assert proc.returncode == 2 and "inside the output folder" in proc.stdout + proc.stderr
+    (tmp_path / "folder.png").mkdir()
+    proc = _run("matte", photo, "-o", tmp_path / "folder.png", "--model", tiny)
+    assert proc.returncode == 2 and "is a folder" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr

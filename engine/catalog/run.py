@@ -108,6 +108,10 @@ def run_catalog(inputs: list[str | Path], engine: MattingEngine, layout: outputs
     manifest = Manifest(layout.manifest)
     skipped: list[Path] = []
     paths = imageio.list_images([str(i) for i in inputs], skipped, exclude=[layout.root])
+    root = imageio.resolved_path(layout.root)
+    if not paths and inputs and all(imageio.resolved_path(Path(i)).is_relative_to(root) for i in inputs):
+        raise CvmatteError(f"every input is inside the output folder {layout.root}, whose files are never inputs: "
+                           "give an output folder outside the inputs")
     entries = validate(paths, sku, min_side, settings.max_pixels)
     old = manifest.rows() if resume else []
     run_id, previous = "", []
@@ -116,7 +120,15 @@ def run_catalog(inputs: list[str | Path], engine: MattingEngine, layout: outputs
         # any spelling resumes; failed and rejected inputs are tried again unless retry_failed=False.
         run_id = old[-1]["run"]
         latest = {r.identity: r for r in (Row.from_dict(d) for d in old if d["run"] == run_id)}
-        done = {i for i, r in latest.items() if r.ok or not retry_failed}
+        now = {e.path: e.sha256 for e in entries}
+
+        def still_done(i: str, r: Row) -> bool:
+            """Done, and still so: its outputs are there and the input is the file that made them
+            (a cut-out deleted, or a photo replaced under the same name, is done again)."""
+            return (r.ok and (not r.sha256 or now.get(i) in (None, r.sha256))
+                    and all(Path(p).is_file() for p in (r.outputs or {}).values()))
+
+        done = {i for i, r in latest.items() if still_done(i, r) or (not r.ok and not retry_failed)}
         todo = {e.path for e in entries} - done
         previous = [r for i, r in latest.items() if i not in todo]
         entries = [e for e in entries if e.path not in done]

@@ -83,15 +83,18 @@ class Manifest:
         self._thread_lock = threading.Lock()
 
     def rows(self) -> list[dict]:
-        """Every complete row; a line cut short by a kill is skipped."""
+        """Every complete row; a line cut short by a kill, or edited into something that is no row
+        (no object with `run` and `input`), is skipped."""
         if not self.path.is_file():
             return []
         out = []
         for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                out.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(row, dict) and isinstance(row.get("run"), str) and isinstance(row.get("input"), str):
+                out.append(row)
         return out
 
     def append(self, row: dict) -> None:
