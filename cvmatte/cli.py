@@ -83,11 +83,13 @@ def _sku_resolver(regex: Optional[str], csv_path: Optional[Path]):
         except re.error as e:
             _fail(f"--sku-regex {regex!r}: not a regular expression ({e})")
     if csv_path is not None and not csv_path.is_file():
-        _fail(f"--sku-csv {csv_path}: no such file")
+        _fail(f"--sku-csv {csv_path}: " + ("a folder, not a CSV file" if csv_path.is_dir() else "no such file"))
     try:
         return SkuResolver(regex, csv_path)
     except (OSError, UnicodeDecodeError) as e:
         _fail(f"--sku-csv {csv_path}: cannot read ({e})")
+    except ValueError as e:
+        _fail(f"--sku-csv {csv_path}: {e}")
 
 
 class _RateColumn(ProgressColumn):
@@ -182,7 +184,7 @@ def _print_summary(report, out: Path) -> None:
     if s.get("skipped"):
         names = ", ".join(Path(p).name for p in s["skipped"][:5]) + (", ..." if len(s["skipped"]) > 5 else "")
         console.print(f"[yellow]skipped:[/] {len(s['skipped'])} file(s) in the input folders that are not images "
-                      f"cvmatte reads (.jpg .png .webp .bmp .tif): {escape(names)}")
+                      f"cvmatte reads (.jpg .png .webp .bmp .tif) or not regular files: {escape(names)}")
     n_ok = len(report.succeeded)
     review = s["counts"].get("review", 0)
     console.print(f"done: {n_ok} ok, {len(report.failed)} failed ({review} to review) in {report.seconds:.1f} s "

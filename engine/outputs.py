@@ -226,10 +226,15 @@ class SkuResolver:
         self.regex = re.compile(regex) if regex else None
         self.mapping: dict[str, str] = {}
         if csv_path:
-            with open(csv_path, newline="") as f:
-                for row in csv.reader(f):
+            # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which is not part of the
+            # first file name.
+            with open(csv_path, newline="", encoding="utf-8-sig") as f:
+                for line, row in enumerate(csv.reader(f), 1):
                     if len(row) >= 2 and row[0].strip() and not row[0].startswith("#"):
-                        self.mapping[row[0].strip()] = row[1].strip()
+                        key, sku = row[0].strip(), row[1].strip()
+                        if self.mapping.get(key, sku) != sku:
+                            raise ValueError(f"line {line}: {key} has two SKUs ({self.mapping[key]}, {sku})")
+                        self.mapping[key] = sku
 
     def __call__(self, path: Path) -> str:
         path = Path(path)

@@ -240,3 +240,18 @@ def test_names_near_the_file_system_limit_and_an_input_inside_the_output(tmp_pat
     (tmp_path / "folder.png").mkdir()
     proc = _run("matte", photo, "-o", tmp_path / "folder.png", "--model", tiny)
     assert proc.returncode == 2 and "is a folder" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sku_csv_from_excel_a_cache_that_is_a_file_and_a_csv_that_contradicts_itself(tmp_path, tiny):
+    _photos(tmp_path / "in", 2)
+    csv = tmp_path / "skus.csv"
+    csv.write_bytes("\ufeffp000.jpg,SKU-A\np001.jpg,SKU-B\n".encode("utf-8"))  # Excel's CSV UTF-8: a BOM first
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".cache").write_text("not a folder")
+    proc = _run("catalog", "run", tmp_path / "in", "-o", out, "--model", tiny, "--sku-csv", csv, "-q")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(r["sku"] for r in _rows(out)) == ["SKU-A", "SKU-B"]
+    csv.write_text("p000.jpg,SKU-A\np000.jpg,SKU-C\n")
+    proc = _run("catalog", "run", tmp_path / "in", "-o", tmp_path / "out2", "--model", tiny, "--sku-csv", csv, "-q")
+    assert proc.returncode == 2 and "two SKUs" in proc.stdout + proc.stderr

@@ -17,6 +17,7 @@ writing into one folder interleave whole rows and whole files, never parts of th
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -58,6 +59,16 @@ class RunReport:
     @property
     def failed(self) -> list[Row]:
         return [r for r in self.rows if not r.ok]
+
+
+def _cache_in(root: Path) -> AlphaCache | None:
+    """The run's alpha cache, or none where something else holds its place (the cache only saves
+    time: a run goes on without it rather than failing every image)."""
+    folder = root / ".cache"
+    if folder.exists() and not folder.is_dir():
+        logging.getLogger(__name__).warning("%s is not a folder: this run goes without the alpha cache", folder)
+        return None
+    return AlphaCache(folder)
 
 
 def summarize(run_id: str, rows: list[Row], seconds: float, new_rows: int | None = None) -> dict:
@@ -159,7 +170,7 @@ def run_catalog(inputs: list[str | Path], engine: MattingEngine, layout: outputs
             record(Row(e.input, e.sha256, e.sku, e.path, status="rejected", error=e.reject, run=run_id))
     accepted = [e for e in entries if e.reject is None]
     runner = runner_class(engine, spec, FileSink(layout), model_id=model_id, backend_name=backend_name, run_id=run_id,
-                    cache=AlphaCache(layout.root / ".cache") if cache else None, thresholds=thresholds,
+                    cache=_cache_in(layout.root) if cache else None, thresholds=thresholds,
                     settings=settings, refiner=refiner)
     for row in (executor or type(runner).run)(runner, accepted):
         record(row)
