@@ -14,7 +14,7 @@ from PIL import Image
 
 from .engine import imageio, zoo
 from .engine.backends import RuntimeChoice, choose_runtime, create_backend
-from .engine.backends.combined import CombinedBackend, members_of
+from .engine.backends.combined import CombinedBackend
 from .engine.batching import DynamicBatcher
 from .engine.catalog import Entry, MemorySink, Row, RunReport, Runner, run_catalog
 from .engine.catalog.watch import watch_catalog
@@ -73,9 +73,8 @@ class Matter:
             raise ModelError("compile=True is torch.compile: it needs backend='torch'")
 
         def make_backend(resolved):
-            if members_of(resolved.spec):  # a combined model: each member on what suits it
-                resolved_members = [zoo.resolve(m, cache_dir) for m in members_of(resolved.spec)]
-                made = [(make_backend(r), r) for r in resolved_members]
+            if resolved.members:  # a combined model: each member on what suits it
+                made = [(make_backend(r), r) for r in resolved.members]
                 # Each member's spec as it runs (an INT8 variant's: its file's sha256 keys the cache).
                 members = [(b, (c.model or r).spec) for (b, c), r in made]
                 reason = "; ".join(f"{r.spec.name}: {c.reason or c.backend + ' ' + c.precision}" for (_, c), r in made)

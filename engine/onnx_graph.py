@@ -138,6 +138,7 @@ def fp16_to_fp32(model: onnx.ModelProto) -> onnx.ModelProto:
         if t.data_type == TensorProto.FLOAT16:
             model.graph.initializer[i].CopyFrom(widen(t))
     rename: dict[str, str] = {}
+    graph_outputs = {o.name for o in model.graph.output}
     nodes = []
     for node in model.graph.node:
         node.input[:] = [rename.get(x, x) for x in node.input]
@@ -148,7 +149,7 @@ def fp16_to_fp32(model: onnx.ModelProto) -> onnx.ModelProto:
             to = next(a for a in node.attribute if a.name == "to")
             if to.i == TensorProto.FLOAT16:
                 to.i = TensorProto.FLOAT
-            if to.i == TensorProto.FLOAT and node.output[0] not in {o.name for o in model.graph.output}:
+            if to.i == TensorProto.FLOAT and node.output[0] not in graph_outputs:
                 rename[node.output[0]] = node.input[0]  # float to float: the cast goes
                 continue
         nodes.append(node)

@@ -100,6 +100,8 @@ class ResolvedModel:
 
     path: Path
     spec: ModelSpec
+    #: A combined model's members, resolved (engine/backends/combined.py); () for one model.
+    members: tuple["ResolvedModel", ...] = ()
 
 
 def spec_path_for(model_path: Path) -> Path:

@@ -383,9 +383,7 @@ def _resolve_combined(path: Path, cache: str | Path | None) -> ResolvedModel:
         check_combined_spec(spec)
     except (ValueError, TypeError, KeyError) as e:
         raise ModelError(f"{path}: invalid combined model spec ({e})") from None
-    for member in members_of(spec):
-        resolve(member, cache)
-    return ResolvedModel(path, spec)
+    return ResolvedModel(path, spec, tuple(resolve(member, cache) for member in members_of(spec)))
 
 
 def _load_beside(onnx_path: Path) -> ResolvedModel:

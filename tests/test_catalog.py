@@ -164,18 +164,23 @@ def _cli(*args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+def signal_after_rows(proc: subprocess.Popen, manifest: Path, rows: int, sig: int) -> None:
+    """Send `sig` to a running catalog run once its manifest holds `rows` lines (within 2 minutes)."""
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if manifest.is_file() and manifest.read_bytes().count(b"\n") >= rows:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before the signal: " + proc.stdout.read()
+    proc.send_signal(sig)
+
+
 def test_kill_minus_9_then_resume_loses_and_doubles_nothing(world):
     root, model, folder, planted = world
     out = root / "out-kill"
     proc = _cli(folder, "-o", out, "--model", model, "--alpha")
     manifest = out / "manifest.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if manifest.is_file() and manifest.read_bytes().count(b"\n") >= 60:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be killed: " + proc.stdout.read()
-    proc.send_signal(signal.SIGKILL)
+    signal_after_rows(proc, manifest, 60, signal.SIGKILL)
     proc.wait()
     killed_rows = Manifest(manifest).rows()
     assert 60 <= len(killed_rows) < N_GOOD

@@ -19,7 +19,7 @@ from PIL import Image
 from cvmatte import Matter
 from cvmatte.engine.catalog.store import Manifest
 
-from .test_catalog import build_tiny_model
+from .test_catalog import build_tiny_model, signal_after_rows
 
 
 def _photos(folder: Path, n: int, size=(96, 128)) -> list[Path]:
@@ -93,13 +93,7 @@ def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path, tiny):
     proc = subprocess.Popen([sys.executable, "-m", "cvmatte.cli", "catalog", "run", tmp_path / "in", "-o", out,
                              "--model", tiny, "-q"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     manifest = out / "manifest.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if manifest.is_file() and manifest.read_bytes().count(b"\n") >= 20:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before the signal: " + proc.stdout.read()
-    proc.send_signal(signal.SIGTERM)
+    signal_after_rows(proc, manifest, 20, signal.SIGTERM)
     log = proc.communicate(timeout=120)[0]
     assert proc.returncode == 143, log
     assert "interrupted" in log and "Traceback" not in log
