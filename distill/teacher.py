@@ -1,7 +1,8 @@
 """A teacher as a torch module, to fine-tune or prune: the network's own weights, not a copy of
 its outputs.
 
-- U²-Net-p ONNX files (the default `u2netp`) become the native port `engine.nets.u2net.U2NetP`.
+- U²-Net-p and IS-Net ONNX files (`u2netp`, `isnet-general-use`) become their native ports
+  (`engine.nets.u2net.U2NetP`, `engine.nets.isnet.ISNet`).
 - cvmatte checkpoints (`.pt`) load as they are.
 - Any other ONNX file (the converted CV-UNet in production) goes through onnx2torch, a maintained
   converter, where it is installed and can convert the graph; otherwise a clear ModelError says
@@ -18,7 +19,7 @@ from torch import nn
 from cvmatte.engine import zoo
 from cvmatte.engine.errors import ModelError
 from cvmatte.engine.nets.checkpoint import load_checkpoint
-from cvmatte.engine.nets.u2net import from_onnx
+from cvmatte.engine.nets.isnet import port_from_onnx
 from cvmatte.engine.spec import ModelSpec
 
 
@@ -31,7 +32,7 @@ def torch_teacher(model: str | Path) -> tuple[nn.Module, ModelSpec]:
         module, spec, _ = load_checkpoint(path)
         return module, spec
     try:
-        return from_onnx(path), resolved.spec
+        return port_from_onnx(path), resolved.spec
     except ValueError as not_u2net:
         return _onnx2torch(path, resolved.spec, str(not_u2net)), resolved.spec
 

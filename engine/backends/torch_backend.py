@@ -1,5 +1,5 @@
-"""torch backend: the project's torch networks (CV-UNet and U²-Net-p checkpoints, and the default
-U²-Net-p ported from its ONNX file) on a CUDA GPU where TensorRT is not
+"""torch backend: the project's torch networks (CV-UNet and U²-Net-p checkpoints, and U²-Net-p and
+IS-Net ported from their ONNX files) on a CUDA GPU where TensorRT is not
 installed, eager or through CUDA graphs, FP32, FP16 or BF16, optionally through torch.compile; on
 the CPU, FP32, or BF16 where the CPU has AVX-512 BF16 or AMX (oneDNN, channels-last), eager or
 compiled.
@@ -177,8 +177,9 @@ class TorchBackend(DeviceSlots):
                    allow_cpu_fallback: bool = False, precision: str = "fp32", cuda_graphs: bool = False,
                    max_batch: int = 16, compile: bool = False) -> "TorchBackend":
         """Checkpoints (`.pt` from `cvmatte distill` / `cvmatte finetune`: CV-UNets and U²-Net-p,
-        pruned or not) and U²-Net-p ONNX files (the default model), ported to torch from the
-        file's own weights. precision: fp32, fp16 or bf16 (both CUDA only); compile: torch.compile."""
+        pruned or not) and U²-Net-p ONNX files (the default model) and IS-Net ones (isnet-general-use),
+        ported to torch from the file's own weights. precision: fp32, fp16 or bf16 (both CUDA only);
+        compile: torch.compile."""
         kwargs = dict(device=device, precision=precision, cuda_graphs=cuda_graphs, threads=threads,
                       allow_cpu_fallback=allow_cpu_fallback, max_batch=max_batch, compile=compile)
         path = Path(model.path)
@@ -188,13 +189,13 @@ class TorchBackend(DeviceSlots):
 
             module, spec, _ = load_checkpoint(path)
             return cls(module, spec, **kwargs)
-        from ..nets.u2net import from_onnx
+        from ..nets.isnet import port_from_onnx
 
         try:
-            module = from_onnx(path)
+            module = port_from_onnx(path)  # U²-Net-p or IS-Net, by the file's convolutions
         except ValueError as e:
-            raise ModelError(f"the torch backend runs cvmatte checkpoints (.pt) and U²-Net-p ONNX files; {e}. "
-                             "Use --backend onnxruntime for this model") from None
+            raise ModelError(f"the torch backend runs cvmatte checkpoints (.pt) and U²-Net-p and IS-Net ONNX files; "
+                             f"{e}. Use --backend onnxruntime for this model") from None
         return cls(module, model.spec, **kwargs)
 
     def describe(self) -> str:

@@ -15,6 +15,7 @@ from ..errors import ModelError
 from ..imageio import atomic_write_bytes
 from ..spec import ModelSpec
 from .cvunet import CVUNet, CVUNetConfig
+from .isnet import ISNet
 from .u2net import U2NetP, layout, load_layout
 
 #: "arch" says how to rebuild the module: a CV-UNet from its config, a U²-Net-p from the weight
@@ -29,6 +30,8 @@ def _architecture(model: nn.Module) -> dict:
         return {"arch": "cvunet", "config": {**model.config.__dict__, "depths": list(model.config.depths)}}
     if isinstance(model, U2NetP):
         return {"arch": "u2netp", "layout": layout(model)}
+    if isinstance(model, ISNet):  # fixed widths: the state dict says everything else
+        return {"arch": "isnet"}
     raise TypeError(f"no checkpoint format for {type(model).__name__}")
 
 
@@ -61,6 +64,8 @@ def build_architecture(arch: dict) -> nn.Module:
         return CVUNet(CVUNetConfig(**cfg))
     if arch.get("arch") == "u2netp":
         return load_layout(arch["layout"])
+    if arch.get("arch") == "isnet":
+        return ISNet()
     raise ModelError(f"unknown architecture {arch.get('arch')!r} in checkpoint")
 
 
