@@ -5,6 +5,8 @@ end-to-end throughput, with a contact sheet per model to look at.
 Held-out data (never trained on; `scripts/training_corpus.sh` and `scripts/heldout_photos.sh`):
 - HELDOUT/composites: product shots with exact alpha, made only of cut-outs and backdrops that the
   training corpus holds out (every 5th of each);
+- HELDOUT/groups/composites (where made): group shots of 2-3 such cut-outs side by side, where a
+  model may drop one part of a multi-part subject;
 - HELDOUT/photos: real photos from packages no corpus uses, plus the five demo photos.
 
 Every alpha comes through `Matter.matte` with the default settings, the per-image path every
@@ -49,9 +51,10 @@ def _images(folder: Path) -> list[Path]:
                   and not p.name.endswith(ALPHA_SUFFIX))
 
 
-def held_out(heldout: Path, work: Path) -> tuple[list[Path], list[Path]]:
-    """(real photos, composites): the held-out photos with the demo photos, and the composites
-    (each with `<stem>.alpha.png` beside it)."""
+def held_out(heldout: Path, work: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """(real photos, composites, group shots): the held-out photos with the demo photos, the
+    composites and the group shots of 2-3 objects where they were made (each with
+    `<stem>.alpha.png` beside it)."""
     photos_dir, comps_dir = heldout / "photos", heldout / "composites"
     for d, script in ((photos_dir, "scripts/heldout_photos.sh"), (comps_dir, "scripts/training_corpus.sh")):
         if not d.is_dir() or not _images(d):
@@ -64,7 +67,9 @@ def held_out(heldout: Path, work: Path) -> tuple[list[Path], list[Path]]:
     for p in _images(photos_dir):
         shutil.copyfile(p, photos / p.name)
     write_demo_photos(photos)
-    return _images(photos), _images(comps_dir)
+    groups_dir = heldout / "groups" / "composites"
+    groups = [p for p in _images(groups_dir) if alpha_file(p).is_file()] if groups_dir.is_dir() else []
+    return _images(photos), _images(comps_dir), groups
 
 
 def _erode(mask: np.ndarray, r: int) -> np.ndarray:
@@ -162,8 +167,9 @@ def evaluate(models: list[str], heldout: Path, repeats: int, runs: int, out: Pat
     matters = {Path(m).stem if Path(m).suffix else m: Matter(m, device="cpu") for m in models}
     names = list(matters)
     with tempfile.TemporaryDirectory(prefix="cvmatte-models-") as tmp:
-        photos, composites = held_out(heldout, Path(tmp))
-        log(f"held out: {len(photos)} real photos, {len(composites)} composites with exact alpha")
+        photos, composites, groups = held_out(heldout, Path(tmp))
+        log(f"held out: {len(photos)} real photos, {len(composites)} composites and {len(groups)} group shots "
+            "with exact alpha")
         rgb_photos = [read_image(p).rgb for p in photos]
         photo_alphas = {n: [m.matte(rgb).alpha for rgb in rgb_photos] for n, m in matters.items()}
         comp_rows: dict[str, list[dict]] = {n: [] for n in names}
@@ -176,6 +182,12 @@ def evaluate(models: list[str], heldout: Path, repeats: int, runs: int, out: Pat
                 a = m.matte(rgb).alpha
                 comp_rows[n].append({"file": p.name, **composite_row(a, gt)})
                 comp_alphas[n].append(a)
+        group_sad: dict[str, list[float]] = {n: [] for n in names}
+        for p in groups:
+            rgb = read_image(p).rgb
+            gt = cv2.imread(str(alpha_file(p)), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+            for n, m in matters.items():
+                group_sad[n].append(metrics.sad(m.matte(rgb).alpha, gt))
         agreement = {a: {b: {"iou": float(np.mean([metrics.iou(x, y) for x, y in zip(photo_alphas[a], photo_alphas[b])])),
                              "iou_min": float(np.min([metrics.iou(x, y) for x, y in zip(photo_alphas[a], photo_alphas[b])])),
                              "sad": float(np.mean([metrics.sad(x, y) for x, y in zip(photo_alphas[a], photo_alphas[b])]))}
@@ -192,7 +204,9 @@ def evaluate(models: list[str], heldout: Path, repeats: int, runs: int, out: Pat
     for n, m in matters.items():
         rows = comp_rows[n]
         summary[n] = {
-            "gflop": conv_flops(m.model.path, m.spec.input_size) / 1e9,
+            # A combined model costs what its members cost.
+            "gflop": sum(conv_flops(r.path, r.spec.input_size) for r in (m.model.members or [m.model])) / 1e9,
+            "groups_sad": float(np.mean(group_sad[n])) if groups else None,
             "input": list(m.spec.input_size),
             "latency_ms": lat[n], "images_per_s": rate[n],
             **{f"comp_{k}": _mean(rows, k) for k in ("sad", "mse", "grad", "conn", "iou", "semi_inside", "ghost_bg")},
@@ -200,7 +214,7 @@ def evaluate(models: list[str], heldout: Path, repeats: int, runs: int, out: Pat
             "agreement": agreement[n],
         }
     report = {"machine": machine_info(), "models": names, "photos": [p.name for p in photos],
-              "composites": [p.name for p in composites], "summary": summary,
+              "composites": [p.name for p in composites], "groups": len(groups), "summary": summary,
               "composite_rows": comp_rows}
     (out / "models.json").write_text(json.dumps(report, indent=1))
     (out / "models.md").write_text(markdown(report))
@@ -220,12 +234,15 @@ def markdown(report: dict) -> str:
              f"{report['machine']['cores']} cores), {report['machine']['date']}", "",
              "## Against exact alpha (held-out composites; errors /1000, lower is better)", "",
              f"| model | SAD | vs {ref} | MSE ×1e3 | gradient | connectivity | IoU | semi-transparent inside | "
-             "background not clear |", "|---|---|---|---|---|---|---|---|---|"]
+             f"background not clear | group shots ({report.get('groups', 0)}): SAD | vs {ref} |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n in names:
         r = s[n]
+        groups = ("- | -" if r.get("groups_sad") is None else
+                  f"{r['groups_sad']:.2f} | {100 * (r['groups_sad'] / s[ref]['groups_sad'] - 1):+.1f}%")
         lines.append(f"| {n} | {r['comp_sad']:.2f} | {100 * (r['comp_sad'] / s[ref]['comp_sad'] - 1):+.1f}% | "
                      f"{1000 * r['comp_mse']:.2f} | {r['comp_grad']:.2f} | {r['comp_conn']:.2f} | {r['comp_iou']:.3f} | "
-                     f"{_pct(r['comp_semi_inside'])} | {_pct(r['comp_ghost_bg'], 2)} |")
+                     f"{_pct(r['comp_semi_inside'])} | {_pct(r['comp_ghost_bg'], 2)} | {groups} |")
     lines += ["", "## Agreement on held-out real photos (IoU mean / min, SAD /1000 against the column's model)", "",
               "| model | " + " | ".join(names) + " | semi-transparent share of own object |",
               "|---|" + "---|" * (len(names) + 1)]

@@ -62,37 +62,51 @@ def _studio(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return np.broadcast_to(bg, (h, w, 3)) + rng.normal(0, 2.0, (h, w, 3)).astype(np.float32)
 
 
-def compose(cutout: np.ndarray, background: np.ndarray, rng: np.random.Generator,
+def compose(cutout: np.ndarray | list[np.ndarray], background: np.ndarray, rng: np.random.Generator,
             side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One product shot: uint8 RGB [H, W, 3] and its exact float32 alpha [H, W].
 
-    cutout: uint8 RGBA; background: uint8 RGB photo (used for the scene backdrops); side: the
-    longer side in pixels (default: 480-800, the size catalog photos are trained at)."""
+    cutout: uint8 RGBA, or a list of them for a group shot (placed side by side, the later ones in
+    front where they touch: the multi-part subjects a model may drop a part of); background: uint8
+    RGB photo (used for the scene backdrops); side: the longer side in pixels (default: 480-800, the
+    size catalog photos are trained at)."""
+    cutouts = cutout if isinstance(cutout, list) else [cutout]
     side = side or int(rng.integers(480, 801))
     aspect = float(rng.choice([1.0, 4 / 3, 3 / 4]))
     h, w = (side, int(side / aspect)) if aspect >= 1 else (int(side * aspect), side)
-    ys, xs = np.nonzero(cutout[..., 3] > 8)
-    cut = cutout[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
-    fill = rng.uniform(0.35, 0.85)
-    s = fill * min(h / cut.shape[0], w / cut.shape[1])
-    fh, fw = max(8, int(cut.shape[0] * s)), max(8, int(cut.shape[1] * s))
-    cut = cv2.resize(cut, (fw, fh), interpolation=cv2.INTER_CUBIC if s > 1 else cv2.INTER_AREA)
-    cy = int(np.clip((h - fh) / 2 + rng.normal(0, 0.08) * h, 0, h - fh))
-    cx = int(np.clip((w - fw) / 2 + rng.normal(0, 0.08) * w, 0, w - fw))
     alpha = np.zeros((h, w), np.float32)
-    alpha[cy:cy + fh, cx:cx + fw] = np.clip(cut[..., 3].astype(np.float32) / 255.0, 0, 1)
-    fg = np.zeros((h, w, 3), np.float32)
-    # Exposure and white-balance jitter of the product, as photo sessions differ.
-    fg[cy:cy + fh, cx:cx + fw] = cut[..., :3].astype(np.float32) * rng.uniform(0.85, 1.15) * rng.uniform(0.95, 1.05, 3)
+    fg = np.zeros((h, w, 3), np.float32)  # premultiplied by alpha
+    n = len(cutouts)
+    feet = []
+    for k, cutout in enumerate(cutouts):
+        ys, xs = np.nonzero(cutout[..., 3] > 8)
+        cut = cutout[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        # Each object gets a slot of the width; a little overlap between neighbours is allowed.
+        slot_w = w / n
+        fill = rng.uniform(0.35, 0.85) if n == 1 else rng.uniform(0.45, 0.8)
+        s = fill * min(h / cut.shape[0], slot_w * (1.15 if n > 1 else 1) / cut.shape[1])
+        fh, fw = max(8, min(h, int(cut.shape[0] * s))), max(8, min(w, int(cut.shape[1] * s)))
+        cut = cv2.resize(cut, (fw, fh), interpolation=cv2.INTER_CUBIC if s > 1 else cv2.INTER_AREA)
+        cy = int(np.clip((h - fh) / 2 + rng.normal(0, 0.08) * h, 0, h - fh))
+        cx = int(np.clip(slot_w * (k + 0.5) - fw / 2 + rng.normal(0, 0.08) * slot_w, 0, w - fw))
+        a = np.clip(cut[..., 3].astype(np.float32) / 255.0, 0, 1)
+        # Exposure and white-balance jitter of the product, as photo sessions differ.
+        colour = cut[..., :3].astype(np.float32) * rng.uniform(0.85, 1.15) * rng.uniform(0.95, 1.05, 3)
+        region = (slice(cy, cy + fh), slice(cx, cx + fw))
+        fg[region] = colour * a[..., None] + fg[region] * (1 - a[..., None])
+        alpha[region] = a + alpha[region] * (1 - a)
+        feet.append((cx, cy, fw, fh))
+    fg = fg / np.maximum(alpha, 1e-6)[..., None]
 
     kind = rng.choice(["studio", "defocused", "scene"], p=[0.45, 0.35, 0.2])
     if kind == "studio":
         bg = _studio(h, w, rng)
         # A soft contact shadow under the product; it belongs to the backdrop (alpha 0 there).
         shadow = np.zeros((h, w), np.float32)
-        foot = (cx + fw // 2, min(h - 1, cy + fh))
-        cv2.ellipse(shadow, foot, (max(2, int(fw * 0.45)), max(2, int(fh * 0.05))), 0, 0, 360, 1.0, -1)
-        k = max(3, (fw // 8) | 1)
+        for cx, cy, fw, fh in feet:
+            foot = (cx + fw // 2, min(h - 1, cy + fh))
+            cv2.ellipse(shadow, foot, (max(2, int(fw * 0.45)), max(2, int(fh * 0.05))), 0, 0, 360, 1.0, -1)
+        k = max(3, (max(f[2] for f in feet) // 8) | 1)
         shadow = cv2.GaussianBlur(shadow, (k, k), 0) * rng.uniform(0.15, 0.45)
         bg = bg * (1 - shadow[..., None])
     else:
@@ -119,9 +133,11 @@ def in_split(index: int, split: str, every: int) -> bool:
 
 
 def build_corpus(cutouts: list[Path], backgrounds: list[Path], photos: list[Path], count: int, out: Path,
-                 seed: int = 0, max_side: int = 1280, split: str = "all", every: int = HELD_OUT_EVERY, log=print) -> dict:
+                 seed: int = 0, max_side: int = 1280, split: str = "all", every: int = HELD_OUT_EVERY,
+                 objects: tuple[int, int] = (1, 1), log=print) -> dict:
     """Write `count` composites and copies of the real photos (longer side capped) into out/, from
-    the source files of `split` ("train", "heldout" or "all"; see in_split)."""
+    the source files of `split` ("train", "heldout" or "all"; see in_split); each composite shows
+    between objects[0] and objects[1] cut-outs side by side."""
     out = Path(out)
     (out / "composites").mkdir(parents=True, exist_ok=True)
     (out / "photos").mkdir(parents=True, exist_ok=True)
@@ -132,9 +148,12 @@ def build_corpus(cutouts: list[Path], backgrounds: list[Path], photos: list[Path
         raise FileNotFoundError("need photographic RGBA cut-outs and background photos")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(cut_paths))  # every cut-out once before any twice, in mixed order
+    drawn = 0
     for i in range(count):
-        cut = read_cutout(cut_paths[order[i % len(order)]])
-        rgb, alpha = compose(cut, bgs[int(rng.integers(len(bgs)))], rng)
+        n = 1 if objects == (1, 1) else int(rng.integers(objects[0], objects[1] + 1))
+        cuts = [read_cutout(cut_paths[order[(drawn + k) % len(order)]]) for k in range(n)]
+        drawn += n
+        rgb, alpha = compose(cuts if n > 1 else cuts[0], bgs[int(rng.integers(len(bgs)))], rng)
         name = out / "composites" / f"comp_{i:04d}.jpg"
         ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
         atomic_write_bytes(name, jpg.tobytes())
@@ -190,10 +209,12 @@ def main(argv=None):
     ap.add_argument("--split", choices=["all", "train", "heldout"], default="all",
                     help="which source files to use: every --every-th of each list is held out")
     ap.add_argument("--every", type=int, default=HELD_OUT_EVERY)
+    ap.add_argument("--objects", default="1", help="cut-outs per composite: N or MIN-MAX (group shots)")
     ap.add_argument("-o", "--out", type=Path, required=True)
     args = ap.parse_args(argv)
+    lo, _, hi = args.objects.partition("-")
     build_corpus(args.cutouts, args.backgrounds, args.photos, args.count, args.out, args.seed, split=args.split,
-                 every=args.every)
+                 every=args.every, objects=(int(lo), int(hi or lo)))
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def is_held_out(index: int, holdout: float) -> bool:
 
 def teacher_labels(matter, photos: list[Path], cache: Path, log=print) -> list[Sample]:
     """The teacher's alpha for every photo, through the engine (what users see), cached as PNG
-    keyed by the photo's sha256 and the teacher model's sha256; photos with an alpha file beside
+    keyed by the photo's sha256 and the teacher's model_id; photos with an alpha file beside
     them take that ground truth instead."""
     cache.mkdir(parents=True, exist_ok=True)
     samples, fresh, exact = [], 0, 0
@@ -70,7 +70,8 @@ def teacher_labels(matter, photos: list[Path], cache: Path, log=print) -> list[S
             exact += 1
             continue
         data = Path(path).read_bytes()
-        key = hashlib.sha256(data + matter.spec.sha256.encode()).hexdigest()[:24]
+        # model_id: the file that runs and its precision; a combined model's members and rule
+        key = hashlib.sha256(data + matter.model_id.encode()).hexdigest()[:24]
         label = cache / f"{key}.png"
         rgb = decode_image(data, str(path)).rgb  # the bytes already read for the key
         if label.is_file():

@@ -12,7 +12,7 @@ from functools import cached_property
 import cv2
 import numpy as np
 
-from . import preprocess, tiling
+from . import preprocess, quality, tiling
 from .backends.base import Backend
 from .refine import estimate_foreground
 from .refiners import GuidedFilterRefiner, TileRefiner
@@ -57,6 +57,8 @@ class MatteResult:
     #: bool [H, W], where the tiles refined the coarse alpha (None when no tiles ran).
     band: np.ndarray | None = None
     timings: dict = field(default_factory=dict)
+    #: A combined model's: the lowest IoU between two members' coarse alphas (None for one model).
+    members_agreement: float | None = None
 
     @cached_property
     def alpha_u8(self) -> np.ndarray:
@@ -83,6 +85,12 @@ class MatteResult:
         return cv2.bitwise_and(out, out, mask=cv2.compare(a, 0, cv2.CMP_NE))
 
 
+def coarse_planes(out: np.ndarray) -> np.ndarray:
+    """One image's model output [C, h, w] -> what `MattingEngine.finish` takes: the alpha [h, w],
+    or for a combined model of M members [1 + M, h, w] (its alpha, then each member's)."""
+    return out[0] if len(out) == 1 else out
+
+
 class MattingEngine:
     def __init__(self, backend: Backend, spec: ModelSpec, settings: MatteSettings | None = None,
                  refiner: TileRefiner | None = None):
@@ -95,13 +103,14 @@ class MattingEngine:
 
     def coarse(self, images: list[np.ndarray], source_alphas: list[np.ndarray | None] | None = None
                ) -> list[np.ndarray]:
-        """Whole images at the model's size, batched: float32 [h, w] alpha per image, model resolution."""
+        """Whole images at the model's size, batched: float32 [h, w] alpha per image, model resolution
+        ([1 + M, h, w] for a combined model of M members: the alpha, then each member's)."""
         source_alphas = source_alphas or [None] * len(images)
         bs = self.settings.batch_size
         out = []
         for i in range(0, len(images), bs):
             batch = np.stack([self.coarse_input(im, a) for im, a in zip(images[i:i + bs], source_alphas[i:i + bs])])
-            out.extend(self.backend.run(batch)[:, 0])
+            out.extend(map(coarse_planes, self.backend.run(batch)))
         return out
 
     def upsampling_scale(self, H: int, W: int) -> float:
@@ -129,6 +138,10 @@ class MattingEngine:
             refiner = GuidedFilterRefiner.from_settings(s) if self._refiner_from_settings else self.refiner
         timings = dict(timings or {})
         t0 = time.perf_counter()
+        members_agreement = None
+        if coarse_small.ndim == 3:  # a combined model: its alpha, then its members'
+            members_agreement = quality.members_agreement(coarse_small[1:])
+            coarse_small = coarse_small[0]
         H, W = rgb.shape[:2]
         scale = self.upsampling_scale(H, W)
         coarse = preprocess.upsample_alpha(coarse_small, (H, W))
@@ -148,7 +161,8 @@ class MattingEngine:
             alpha = alpha * source_alpha  # the file's own transparency stays transparent
         alpha = to_8bit_grid(alpha if alpha is not coarse else coarse.copy())
         timings["refine_s"] = time.perf_counter() - t0
-        return self.cut_out(rgb, alpha, coarse, timings, s, tiles=n_tiles, band_fraction=band_fraction, band=band)
+        return self.cut_out(rgb, alpha, coarse, timings, s, tiles=n_tiles, band_fraction=band_fraction, band=band,
+                            members_agreement=members_agreement)
 
     def cut_out(self, rgb: np.ndarray, alpha: np.ndarray, coarse: np.ndarray | None = None, timings: dict | None = None,
                 settings: MatteSettings | None = None, **extra) -> MatteResult:

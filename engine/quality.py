@@ -18,7 +18,9 @@ milliseconds and needs no ground truth:
 - edge width: the soft transition's mean width across the outline, in pixels per 1000 px of the
   image's long side (a blurred, upsampled edge);
 - agreement: IoU of the coarse pass and the refined alpha (tiles that changed the object itself,
-  not just its edge).
+  not just its edge);
+- members' agreement (combined models only): the lowest IoU between two members' coarse alphas;
+  where two models that fail on different photos disagree, at least one of them is wrong.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class QualityThresholds:
     #: u2netp's clean cut-outs of the demo photos measure 15-22; its doubtful ones 34-39.
     max_edge_width: float = 25.0
     min_agreement: float = 0.85
+    #: Combined models: members whose coarse alphas overlap less than this (IoU) disagree.
+    min_members_agreement: float = 0.80
 
     @classmethod
     def from_dict(cls, d: dict) -> "QualityThresholds":
@@ -108,8 +112,21 @@ def see_through(alpha: np.ndarray) -> float:
     return float(stats[1:, cv2.CC_STAT_AREA].max()) / obj if n > 1 else 0.0
 
 
-def measure(alpha: np.ndarray, coarse: np.ndarray | None = None) -> dict:
-    """alpha, coarse: float32 [H, W] in [0, 1] -> the measures (plain floats and ints)."""
+def members_agreement(members: np.ndarray) -> float:
+    """members: float32 [M, h, w] alphas of a combined model's members -> the lowest IoU of two
+    of them at 0.5 (1.0 where both are empty)."""
+    masks = members > 0.5
+    lowest = 1.0
+    for i in range(len(masks)):
+        for j in range(i + 1, len(masks)):
+            union = int((masks[i] | masks[j]).sum())
+            lowest = min(lowest, float((masks[i] & masks[j]).sum()) / union if union else 1.0)
+    return lowest
+
+
+def measure(alpha: np.ndarray, coarse: np.ndarray | None = None, members_agreement: float | None = None) -> dict:
+    """alpha, coarse: float32 [H, W] in [0, 1]; members_agreement: a combined model's
+    (MatteResult.members_agreement) -> the measures (plain floats and ints)."""
     H, W = alpha.shape
     fg = alpha > 0.5
     fg_u8 = fg.astype(np.uint8)
@@ -130,6 +147,7 @@ def measure(alpha: np.ndarray, coarse: np.ndarray | None = None) -> dict:
         "see_through": see_through(alpha),
         "edge_width": edge_width * 1000.0 / max(H, W),
         "agreement": None,
+        "members_agreement": members_agreement,
     }
     if coarse is not None:
         c = coarse > 0.5
@@ -164,4 +182,6 @@ def flags(m: dict, t: QualityThresholds) -> list[str]:
         out.append(f"soft edge ({m['edge_width']:.1f} px per 1000 px)")
     if m["agreement"] is not None and m["agreement"] < t.min_agreement:
         out.append(f"refinement changed the object (coarse/refined IoU {m['agreement']:.2f})")
+    if m.get("members_agreement") is not None and m["members_agreement"] < t.min_members_agreement:
+        out.append(f"models disagree (IoU {m['members_agreement']:.2f} between the combined model's members)")
     return out

@@ -8,7 +8,7 @@
 # Usage: bash scripts/training_corpus.sh [WORK_DIR] [CORPUS_DIR] [HELDOUT_DIR]   (needs apt-get; root not
 # required for `apt-get download`). The demo photos (scikit-image) are NOT in it: they stay held out.
 # Every 5th cut-out and every 5th photo (sorted) is held out of the corpus: HELDOUT_DIR/composites
-# gets 60 composites made only of those, for evaluation (scripts/heldout_photos.sh adds
+# gets 60 composites made only of those, and HELDOUT_DIR/groups/composites 60 group shots, for evaluation (scripts/heldout_photos.sh adds
 # HELDOUT_DIR/photos, real photos from other packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,5 +40,9 @@ for f in "$R"/backgrounds/*.jpg; do cp "$f" "$WORK/photos/ukui_$(basename "$f")"
   --photos "$WORK/photos" --count 480 --split train -o "$OUT"
 .venv/bin/python -m cvmatte.distill.corpus --cutouts "$WORK/stamps" --backgrounds "$WORK/photos" \
   --count 60 --seed 1 --split heldout -o "$HELDOUT"
+# 60 group shots (2-3 held-out cut-outs side by side): a model that drops one part of a
+# multi-part subject is seen here (issue 23).
+.venv/bin/python -m cvmatte.distill.corpus --cutouts "$WORK/stamps" --backgrounds "$WORK/photos" \
+  --count 60 --seed 2 --split heldout --objects 2-3 -o "$HELDOUT/groups"
 # 120 more real photos (teacher-labelled only, never backdrops) from other packages.
 bash scripts/extra_photos.sh "$WORK/extra" "$OUT/photos"

@@ -30,9 +30,12 @@ def test_combined_coarse_pass_is_the_rule_over_the_members_own_passes(tmp_path, 
     b = Matter("u2netp-product", "onnxruntime", "cpu", precision="fp32")
     assert "combined (" + rule in pair.describe() and "u2netp-product" in pair.describe()
     for photo in photos:
-        want = combine(a.engine.coarse([photo])[0], b.engine.coarse([photo])[0])
-        got = pair.engine.coarse([photo])[0]
-        np.testing.assert_allclose(got, want, atol=2e-5)
+        ca, cb = a.engine.coarse([photo])[0], b.engine.coarse([photo])[0]
+        got = pair.engine.coarse([photo])[0]  # the combined alpha, then each member's
+        assert got.shape == (3, 320, 320)
+        np.testing.assert_allclose(got[0], combine(ca, cb), atol=2e-5)
+        np.testing.assert_allclose(got[1], ca, atol=2e-5)
+        np.testing.assert_allclose(got[2], cb, atol=2e-5)
     assert not np.allclose(a.engine.coarse([photos[1]])[0], b.engine.coarse([photos[1]])[0], atol=0.05)
 
 
@@ -62,3 +65,26 @@ def test_a_bad_combined_spec_is_refused_in_one_line(tmp_path):
         Matter(path, "onnxruntime", "cpu")
     with pytest.raises(ModelError, match="unknown model 'no-such-model'"):
         Matter(_combined(tmp_path, "mean", members=("u2netp", "no-such-model")), "onnxruntime", "cpu")
+
+
+def test_members_that_disagree_send_the_cut_out_to_review(tmp_path):
+    """u2netp with a model that takes every dark pixel for foreground: on a dark product over a
+    light sweep they agree, on a light product over a dark backdrop they do not, and only that
+    row is flagged "models disagree"."""
+    from PIL import Image
+
+    from .test_catalog import build_tiny_model
+
+    tiny = build_tiny_model(tmp_path / "tiny")
+    pair = Matter(_combined(tmp_path, "mean", members=("u2netp", str(tiny))), "onnxruntime", "cpu", precision="fp32")
+    src = tmp_path / "in"
+    src.mkdir()
+    yy, xx = np.mgrid[:400, :400]
+    bottle = ((xx - 200) / 70) ** 2 + ((yy - 210) / 140) ** 2 < 1
+    for name, product, backdrop in (("dark_on_white", 25, 240), ("white_on_black", 240, 15)):
+        img = np.where(bottle[..., None], product, backdrop).astype(np.uint8).repeat(3, axis=2)
+        Image.fromarray(img).save(src / f"{name}.png")
+    report = pair.matte_files([src], tmp_path / "out")
+    flags = {row.input.rsplit("/", 1)[-1]: " ".join(row.flags) for row in report.rows}
+    assert "models disagree" not in flags["dark_on_white.png"]
+    assert "models disagree" in flags["white_on_black.png"]

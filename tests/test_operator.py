@@ -164,7 +164,8 @@ def test_log_lines_are_not_wrapped_in_a_pipe(tmp_path, tiny):
 
 
 def test_ctrl_c_ends_cleanly_and_keeps_what_was_written(tmp_path, tiny):
-    shots(tmp_path / "in" / "SKU", 150, ".jpg", seed=9, size=(600, 800))
+    # Enough images that the run is still going under load when the signal comes (150 took 3.9 s).
+    shots(tmp_path / "in" / "SKU", 400, ".jpg", seed=9, size=(600, 800))
     out = tmp_path / "out"
     p = cli("catalog", "run", tmp_path / "in", "-o", out, "--model", tiny, "-q")
     manifest = out / "manifest.jsonl"

@@ -26,7 +26,7 @@ import numpy as np
 from .. import imageio, outputs, quality
 from ..batching import DynamicBatcher
 from ..errors import CvmatteError
-from ..matting import MatteResult, MattingEngine, dequantize
+from ..matting import MatteResult, MattingEngine, coarse_planes, dequantize
 from ..refiners import TileRefiner
 from ..settings import BYTES_PER_PIXEL, MatteSettings
 from .store import AlphaCache, settings_digest
@@ -203,7 +203,7 @@ class Runner:
                         except Exception as err:
                             ready.append(self._failed(loaded, err))
                             continue
-                    finishing.append(pool.submit(self._finish, loaded, out[0], seconds))
+                    finishing.append(pool.submit(self._finish, loaded, coarse_planes(out), seconds))
                     settle_finishing(s.max_inflight)
 
             refill()
@@ -296,7 +296,7 @@ class Runner:
         """A fresh result (this runner's or the device pipeline's): quality, the cache, the outputs."""
         try:
             t0 = time.perf_counter()
-            measures = quality.measure(result.alpha, result.coarse)
+            measures = quality.measure(result.alpha, result.coarse, result.members_agreement)
             result.timings["quality_s"] = time.perf_counter() - t0
             if self.cache is not None:
                 self.cache.put(loaded.key, result.alpha_u8, {"quality": measures, "input": loaded.entry.input})
