@@ -102,6 +102,32 @@ def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path, tiny):
     assert not [p for p in out.rglob("*") if p.is_file() and (".part" in p.name or p.name.startswith(".claim-"))]
 
 
+def test_two_resumes_of_one_run_at_once_share_its_inputs(tmp_path, tiny):
+    """A run killed part-way, then `--resume` started twice at once (two operators, or a retry
+    loop): every input gets one row in the run, none two, and both exit cleanly."""
+    _photos(tmp_path / "in", 300, size=(480, 640))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "cvmatte.cli", "catalog", "run", tmp_path / "in", "-o", out, "--model", tiny, "-q"]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    manifest = out / "manifest.jsonl"
+    signal_after_rows(first, manifest, 20, signal.SIGKILL)
+    first.wait(timeout=60)
+    resumes = [subprocess.Popen(cmd + ["--resume"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for _ in range(2)]
+    logs = [p.communicate(timeout=300)[0] for p in resumes]
+    assert [p.returncode for p in resumes] == [0, 0], logs
+    rows = Manifest(manifest).rows()
+    assert len({r["run"] for r in rows}) == 1
+    per_input: dict[str, int] = {}
+    for r in rows:
+        per_input[r["input"]] = per_input.get(r["input"], 0) + 1
+    assert len(per_input) == 300
+    doubled = [i for i, n in per_input.items() if n > 1]
+    assert not doubled, f"{len(doubled)} inputs have two rows, e.g. {doubled[:3]}"
+    assert all(r["status"] in ("ok", "review") for r in rows)
+    assert not list((out / ".cvmatte" / "work").rglob("*"))  # no claim left once the run is done
+
+
 def _tmpfs(path: Path, size: str):
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:

@@ -45,7 +45,8 @@ def ray_executor(factory: Callable[[], MattingEngine], address: str | None = Non
     except ImportError:
         raise DeviceError("--ray needs Ray Data: pip install 'cvmatte[ray]'") from None
 
-    def execute(runner: Runner, entries: list[Entry]) -> Iterable[Row]:
+    def execute(runner: Runner, entries: Iterable[Entry]) -> Iterable[Row]:
+        entries = list(entries)  # the driver takes (claims) every input it hands to the actors
         if not entries:
             return
         if not ray.is_initialized():

@@ -32,7 +32,7 @@ from ..quality import QualityThresholds
 from ..refiners import TileRefiner
 from ..settings import MatteSettings
 from .runner import FileSink, Row, Runner
-from .store import AlphaCache, Manifest, NameClaims
+from .store import AlphaCache, Manifest, NameClaims, WorkClaims
 from .validate import Entry, validate
 
 #: executor(runner, entries) -> rows: where the images run (default: runner.run, on this machine).
@@ -124,6 +124,7 @@ def run_catalog(inputs: list[str | Path], engine: MattingEngine, layout: outputs
         raise CvmatteError(f"every input is inside the output folder {layout.root}, whose files are never inputs: "
                            "give an output folder outside the inputs")
     entries = validate(paths, sku, min_side, settings.max_pixels)
+    read_from = manifest.size()  # rows appended from here on may be another invocation's (WorkClaims)
     old = manifest.rows() if resume else []
     run_id, previous = "", []
     if old:
@@ -165,15 +166,22 @@ def run_catalog(inputs: list[str | Path], engine: MattingEngine, layout: outputs
         if on_row:
             on_row(row)
 
-    for e in entries:
-        if e.reject is not None:
-            record(Row(e.input, e.sha256, e.sku, e.path, status="rejected", error=e.reject, run=run_id))
-    accepted = [e for e in entries if e.reject is None]
-    runner = runner_class(engine, spec, FileSink(layout), model_id=model_id, backend_name=backend_name, run_id=run_id,
-                    cache=_cache_in(layout.root) if cache else None, thresholds=thresholds,
-                    settings=settings, refiner=refiner)
-    for row in (executor or type(runner).run)(runner, accepted):
-        record(row)
+    work = WorkClaims(layout.root, run_id, manifest, read_from)
+    try:
+        for e in entries:
+            if e.reject is not None and work.take(e.path):
+                record(Row(e.input, e.sha256, e.sku, e.path, status="rejected", error=e.reject, run=run_id))
+                work.done(e.path)
+        # Taken lazily, as the runner admits them: another invocation of this run may take the rest.
+        accepted = (e for e in entries if e.reject is None and work.take(e.path))
+        runner = runner_class(engine, spec, FileSink(layout), model_id=model_id, backend_name=backend_name,
+                              run_id=run_id, cache=_cache_in(layout.root) if cache else None,
+                              thresholds=thresholds, settings=settings, refiner=refiner)
+        for row in (executor or type(runner).run)(runner, accepted):
+            record(row)
+            work.done(row.identity)
+    finally:
+        work.close()
     seconds = time.perf_counter() - t0
     summary = summarize(run_id, rows, seconds, new_rows=len(rows) - len(previous))
     summary["skipped"] = [str(p) for p in skipped]

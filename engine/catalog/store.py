@@ -82,6 +82,9 @@ class Manifest:
         self.path = Path(path)
         self._thread_lock = threading.Lock()
 
+    def size(self) -> int:
+        return self.path.stat().st_size if self.path.is_file() else 0
+
     def rows(self) -> list[dict]:
         """Every complete row; a line cut short by a kill, or edited into something that is no row
         (no object with `run` and `input`), is skipped."""
@@ -121,6 +124,87 @@ class Manifest:
             except OSError:
                 os.ftruncate(f.fileno(), size)  # ENOSPC and the like: no part of the row stays
                 raise
+
+
+class WorkClaims:
+    """The inputs of one run in flight, across processes: OUT/.cvmatte/work/<run>/<digest of the
+    input> held under flock from when an input is taken until its manifest row is written (or the
+    process dies: the kernel lets go of the lock, so a killed run's inputs are free again). An input
+    another invocation holds, or that got a row in this run after this invocation read the
+    manifest, is left to it: two `--resume` of one run share its inputs instead of doing each
+    twice. Without flock (Windows) every input is taken."""
+
+    def __init__(self, root: Path, run_id: str, manifest: Manifest, since: int):
+        """since: the manifest's size in bytes before this invocation read its rows."""
+        self.folder = Path(root) / ".cvmatte" / "work" / run_id
+        self.run_id = run_id
+        self.manifest = manifest
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._offset = since
+        self._recorded: set[str] = set()
+        if fcntl is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, identity: str) -> Path:
+        return self.folder / hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+    def _rows_since_start(self) -> set[str]:
+        """The inputs (resolved paths) with a row of this run appended after this invocation began."""
+        try:
+            with open(self.manifest.path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:  # no row written yet
+            return self._recorded
+        whole = data[:data.rfind(b"\n") + 1]  # a row being appended is taken on the next look
+        self._offset += len(whole)
+        for line in whole.splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and row.get("run") == self.run_id:
+                self._recorded.add(str(row.get("path") or row.get("input")))
+        return self._recorded
+
+    def take(self, identity: str) -> bool:
+        """True: this invocation does the input (call `done` once its row is written)."""
+        if fcntl is None:
+            return True
+        fd = os.open(self._path(identity), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False  # another invocation is on it
+        with self._lock:
+            if identity in self._rows_since_start():  # another invocation finished it meanwhile
+                self._path(identity).unlink(missing_ok=True)  # the claim this open re-created
+                os.close(fd)
+                return False
+            self._held[identity] = fd
+        return True
+
+    def done(self, identity: str) -> None:
+        """The input's row is written: its claim goes. One who opened the claim before it went
+        locks it after, finds the row and leaves the input."""
+        with self._lock:
+            fd = self._held.pop(identity, None)
+        if fd is not None:
+            self._path(identity).unlink(missing_ok=True)
+            os.close(fd)
+
+    def close(self) -> None:
+        """Inputs taken and not done (an interrupted run) are let go for the next invocation."""
+        with self._lock:
+            held, self._held = list(self._held.values()), {}
+        for fd in held:
+            os.close(fd)
+        try:
+            self.folder.rmdir()  # the run's claims folder, once no claim is left in it
+        except OSError:
+            pass
 
 
 class NameClaims:
