@@ -17,7 +17,7 @@ front door (CLI, catalog, service) uses. Numbers:
   object) that does not come out clear (alpha > 0.05: ghosts, shadows);
 - photos: IoU and SAD (/1000) against every other model (a matrix), and the share of each model's
   own object (alpha > 0.05, eroded 3 px) that is semi-transparent;
-- FLOPs at the model's input size (ONNX conv count), ONNX Runtime CPU latency at batch 1
+- FLOPs at the model's input size (ONNX conv count), latency at batch 1 on what `auto` chose
   (interleaved, median), and end-to-end images/s of `Matter.matte_files` on the held-out photos
   (decode, model, tiles, despill, PNG encode, write; best of --runs, models alternating).
 
@@ -250,7 +250,8 @@ def markdown(report: dict) -> str:
         cells = ["-" if b == n else f"{s[n]['agreement'][b]['iou']:.3f} / {s[n]['agreement'][b]['iou_min']:.3f}, "
                  f"SAD {s[n]['agreement'][b]['sad']:.2f}" for b in names]
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {_pct(s[n]['photo_semi_own'])} |")
-    lines += ["", "## Cost (ONNX Runtime CPU, batch 1; end to end: Matter.matte_files on the real photos)", "",
+    lines += ["", "## Cost (each model on what --backend auto --precision auto chose, batch 1; end to end: "
+              "Matter.matte_files on the real photos)", "",
               "| model | input | GFLOP | vs " + ref + " | model ms | speed-up | end-to-end images/s | speed-up |",
               "|---|---|---|---|---|---|---|---|"]
     for n in names:

@@ -120,6 +120,7 @@ CANVAS = typer.Option(None, "--canvas", help="Background canvas WIDTHxHEIGHT: th
 FILL = typer.Option(0.8, "--fill", min=0.05, max=1.0, help="Share of the canvas the product fills.")
 SHADOW = typer.Option(False, "--shadow", help="A soft contact shadow under the product on the background.")
 # What runs the model, the same in `matte`, `catalog run` and `serve`.
+MODEL_HELP = ("Zoo name (see `cvmatte models`) or an ONNX file with its spec JSON (default: " + zoo.DEFAULT_MODEL + " on a CPU, best on a GPU).")
 BACKEND = typer.Option("auto", "--backend", help="auto (OpenVINO on a CPU, ONNX Runtime's CUDA provider on an NVIDIA "
                        "GPU, torch for .pt checkpoints), openvino, onnxruntime, torch or tensorrt.")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or tensorrt (NVIDIA), gpu or npu (Intel, through "
@@ -205,8 +206,7 @@ def matte(
     out: Path = typer.Option(Path("outputs"), "-o", "--out", help="Output root: OUT/YYYYMMDD/HHMMSS_<SKU>/<stem>_matte.png; "
                              "with one input, a file name ending in .png (or .jpg with --background) is written exactly "
                              "there, and - writes to stdout."),
-    model: str = typer.Option(zoo.DEFAULT_MODEL, "--model", "-m", help="Zoo name (see `cvmatte models`) or an ONNX file "
-                              "with its spec JSON."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     backend: str = BACKEND,
     precision: str = PRECISION,
     cuda_graphs: bool = typer.Option(False, "--cuda-graphs", help="torch backend on CUDA: launch each batch as one CUDA graph."),
@@ -352,12 +352,16 @@ def models(
         hit = zoo.cached(entry.name, cache)
         size = "x".join(map(str, hit.spec.input_size)) if hit else "-"
         mb = f"yes, {hit.path.stat().st_size / 1e6:.1f} MB" if hit else "no"
-        table.add_row(entry.name, size, mb, entry.source, entry.description)
+        default = " (CPU default)" if entry.name == zoo.DEFAULT_MODEL else ""
+        table.add_row(entry.name + default, size, mb, entry.source, entry.description)
+    from .api import GPU_DEFAULT_MODEL
+
     for name, path in zoo.COMBINED.items():
         spec = zoo.ModelSpec.load(path)
         members = spec.extra.get("members", [])
         ready = all(zoo.cached(m, cache) for m in members)
-        table.add_row(name, "x".join(map(str, spec.input_size)), "members yes" if ready else "members no",
+        default = " (GPU default)" if name == GPU_DEFAULT_MODEL else ""
+        table.add_row(name + default, "x".join(map(str, spec.input_size)), "members yes" if ready else "members no",
                       f"combined: {' + '.join(members)} ({spec.extra.get('rule')})", spec.notes)
     Console().print(table)
     _print_presets()
@@ -520,7 +524,7 @@ def samples(dest: Path = typer.Argument(Path("demo"), help="Folder to write the 
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 opens it to the network."),
     port: int = typer.Option(8000, "--port"),
-    model: str = typer.Option(zoo.DEFAULT_MODEL, "--model", "-m", help="Zoo name or model file."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     backend: str = BACKEND,
     device: str = DEVICE,
     precision: str = PRECISION,
@@ -536,7 +540,7 @@ def serve(
     from .server import serve as run_server
 
     _check_runtime_choices(backend, device, precision)
-    console.print(f"cvmatte serve: loading {model}; then http://{host}:{port}/ (API: /openapi.json)")
+    console.print(f"cvmatte serve: loading {model or 'the default model'}; then http://{host}:{port}/ (API: /openapi.json)")
     try:
         run_server(host, port, model=model, backend=backend, device=device, precision=precision,
                    allow_cpu_fallback=allow_cpu_fallback, workers=workers, queue=queue, max_upload_mb=max_upload_mb, max_megapixels=max_megapixels,
@@ -554,7 +558,7 @@ app.add_typer(catalog_app, name="catalog")
 def catalog_run(
     inputs: List[str] = typer.Argument(..., help="Folders, files or glob patterns of the catalog."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: OUT/<SKU>/<stem>_matte.png, OUT/manifest.jsonl."),
-    model: str = typer.Option(zoo.DEFAULT_MODEL, "--model", "-m", help="Zoo name or model file."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     backend: str = BACKEND,
     device: str = DEVICE,
     precision: str = PRECISION,

@@ -233,8 +233,8 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print, progress: bool 
             origin += how
         spec = ModelSpec(name=cfg.name, input_size=(cfg.infer_size, cfg.infer_size), input_name="image",
                          output_name="alpha", mean=norm.mean, std=norm.std, dynamic_batch=True, dynamic_hw=True,
-                         source=f"{origin}; the teacher labelling the photos: {teacher.spec.name} (sha256 "
-                         f"{teacher.spec.sha256[:12]}); trained by cvmatte distill",
+                         source=f"{origin}; the teacher labelling the photos: {teacher.model_id} (name, file sha256 "
+                         "or a combined model's members and rule); trained by cvmatte distill",
                          notes=f"trained on {cfg.size}x{cfg.size} inputs; config {json.dumps(asdict(cfg))}")
     # channels_last: 17% faster training steps on this CPU (NOTES.md), and the layout cuDNN prefers.
     model = model.to(device, memory_format=torch.channels_last).train()

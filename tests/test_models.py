@@ -132,11 +132,11 @@ def test_packaged_students_resolve_verify_and_cut_out(tmp_path, name, coffee):
 def test_packaged_refiner_is_the_one_measured(tmp_path):
     """The learned tile refiner that ships is the file measured in benchmarks/NOTES.md (issue 17:
     better than the guided filter on held-out real soft mattes, worse on hard product outlines,
-    so not the default), trained on the default model's coarse alpha. Its quality is measured by
+    so not the default), trained on the coarse alpha of u2netp-product, the default then. Its quality is measured by
     benchmarks/soft_edges.py on data CI does not download (1.3 GB); tests/test_refiner.py checks
     that it changes the band, and only the band, from its MIN_SCALE on."""
     assert "cvunet-refiner" in PACKAGED and PACKAGED["cvunet-refiner"].in_channels == 4
     resolved = zoo.resolve("cvunet-refiner", tmp_path)
     assert sha256_file(resolved.path) == resolved.spec.sha256
     assert resolved.spec.sha256.startswith("21e2f18513b6")
-    assert f"coarse alpha of {zoo.DEFAULT_MODEL} " in resolved.spec.source
+    assert "coarse alpha of u2netp-product " in resolved.spec.source  # the default when it was trained

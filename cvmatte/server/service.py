@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import Matter
-from ..engine import imageio, zoo
+from ..engine import imageio
 from ..engine.catalog import Entry, MemorySink
 from ..engine.errors import ImageError, ImageTooLarge
 from ..engine.outputs import KINDS, OutputSpec, plan_stems, safe_name
@@ -46,7 +46,7 @@ class Settings:
 class Service:
     """The loaded model and the work; the HTTP layer (create_app) only translates."""
 
-    def __init__(self, model: str = zoo.DEFAULT_MODEL, device: str = "auto", backend: str = "auto", workers: int = 1,
+    def __init__(self, model: str | None = None, device: str = "auto", backend: str = "auto", workers: int = 1,
                  queue: int = 8, max_upload_mb: float = 25.0, max_megapixels: float = 40.0,
                  allow_cpu_fallback: bool = False, refiners: tuple[str, ...] = ("guided", "cvunet-refiner"),
                  batch_slots: int | None = None, job_ttl_s: float = 3600.0, max_jobs: int = 64,
