@@ -125,7 +125,7 @@ def test_two_resumes_of_one_run_at_once_share_its_inputs(tmp_path, tiny):
     doubled = [i for i, n in per_input.items() if n > 1]
     assert not doubled, f"{len(doubled)} inputs have two rows, e.g. {doubled[:3]}"
     assert all(r["status"] in ("ok", "review") for r in rows)
-    assert not list((out / ".cvmatte" / "work").rglob("*"))  # no claim left once the run is done
+    assert not (out / ".cvmatte" / "work").exists()  # no claim left once the run is done
 
 
 def _tmpfs(path: Path, size: str):

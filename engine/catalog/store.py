@@ -201,10 +201,11 @@ class WorkClaims:
             held, self._held = list(self._held.values()), {}
         for fd in held:
             os.close(fd)
-        try:
-            self.folder.rmdir()  # the run's claims folder, once no claim is left in it
-        except OSError:
-            pass
+        for folder in (self.folder, self.folder.parent):  # the run's claims, then work/, once empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 class NameClaims:
