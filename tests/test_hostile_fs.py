@@ -212,6 +212,37 @@ def test_watch_takes_again_a_slow_copy_that_failed_while_it_stalled(tmp_path, ti
     assert history[-1]["status"] in ("ok", "review") and [r.ok for r in rows] == [True]
 
 
+def test_watch_takes_again_a_photo_copied_over_one_it_cut_out(tmp_path, tiny):
+    """A re-shoot dropped into the watched folder under the same name is cut out again; an event
+    that does not change the file (a touch of its access time) is not a new version."""
+    import threading
+
+    first, second = _photos(tmp_path / "src", 2, size=(480, 640))
+    second_bytes = _photos(tmp_path / "src2", 3, size=(480, 640))[2].read_bytes()  # another photo
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    (inbox / "shot.jpg").write_bytes(first.read_bytes())
+    m = Matter(tiny, "onnxruntime", "cpu")
+    rows = []
+    t = threading.Thread(target=lambda: rows.extend(m.watch(inbox, out, settle_s=0.2, idle_exit_s=3.0)))
+    t.start()
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out / "manifest.jsonl").is_file():
+        time.sleep(0.1)
+    time.sleep(0.5)
+    os.utime(inbox / "shot.jpg", (time.time() - 100, (inbox / "shot.jpg").stat().st_mtime))  # atime only
+    time.sleep(0.8)
+    (inbox / "shot.jpg").write_bytes(second_bytes)
+    t.join(timeout=60)
+    assert not t.is_alive()
+    history = [r for r in Manifest(out / "manifest.jsonl").rows() if r["input"].endswith("shot.jpg")]
+    assert [r["status"] in ("ok", "review") for r in history] == [True, True], history
+    assert history[0]["sha256"] != history[1]["sha256"]
+    import hashlib
+
+    assert history[1]["sha256"] == hashlib.sha256(second_bytes).hexdigest()
+
+
 def _rows(out: Path) -> list[dict]:
     return [r for m in out.rglob("*manifest.jsonl") for r in Manifest(m).rows()]
 

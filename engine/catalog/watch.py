@@ -1,11 +1,11 @@
 """`catalog run --watch`: files processed as they arrive, told by the file system's events
 (watchdog: inotify, FSEvents, ReadDirectoryChangesW) instead of listing the folder over and over.
 
-A file is taken once no event came for it for `settle_s` (a copy in progress keeps sending them),
-and once it is done, only once: a file replaced later under the same name is not taken again (run
-the catalog for that). A file that failed (a copy that stalled longer than settle_s reads as
-truncated) is taken again when it changes again. Each batch resumes the same run, so nothing is
-done twice.
+A file is taken once no event came for it for `settle_s` (a copy in progress keeps sending them).
+Once done it is taken again only when its contents change (a new photo copied over it under the
+same name: its size or modification time differ from the version cut out); a file that failed (a
+copy that stalled longer than settle_s reads as truncated) is taken again when it changes again.
+Each batch resumes the same run, so nothing is done twice.
 """
 
 from __future__ import annotations
@@ -18,6 +18,15 @@ from typing import Callable
 from .. import imageio
 from .run import RunReport
 from .runner import Row
+
+
+def _version(path: Path) -> tuple[int, int] | None:
+    """What tells one version of a file from the next without reading it: size and mtime."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def watch_catalog(folder: str | Path, run: Callable[[list[Path], bool], RunReport], settle_s: float = 1.0,
@@ -49,7 +58,7 @@ def watch_catalog(folder: str | Path, run: Callable[[list[Path], bool], RunRepor
     observer.start()
     for p in imageio.list_images([folder]):  # what is there already counts as arrived now
         touched(p)
-    done: set[str] = set()  # inputs cut out (ok or review): never taken again
+    done: dict[str, tuple[int, int] | None] = {}  # input cut out (ok or review) -> the version it was
     rows: dict[str, Row] = {}  # input -> its latest row
     resume = False
     last_new = time.monotonic()
@@ -60,7 +69,8 @@ def watch_catalog(folder: str | Path, run: Callable[[list[Path], bool], RunRepor
                 settled = sorted(p for p, t in last_event.items() if now - t >= settle_s)
                 for p in settled:
                     del last_event[p]
-            settled = [p for p in settled if str(p) not in done and p.is_file()]
+            versions = {str(p): _version(p) for p in settled}
+            settled = [p for p in settled if p.is_file() and done.get(str(p), ()) != versions[str(p)]]
             if settled:
                 report = run(settled, resume)
                 resume = True
@@ -69,7 +79,7 @@ def watch_catalog(folder: str | Path, run: Callable[[list[Path], bool], RunRepor
                     if r.input in wanted:
                         rows[r.input] = r
                         if r.ok:
-                            done.add(r.input)
+                            done[r.input] = versions[r.input]
                 last_new = time.monotonic()
             if idle_exit_s is not None and time.monotonic() - last_new > idle_exit_s:
                 return list(rows.values())
