@@ -22,7 +22,10 @@ def _combined(tmp_path, rule: str, members=("u2netp", "u2netp-product"), size=(3
 
 
 @pytest.mark.parametrize("rule, combine", [("mean", lambda a, b: (a + b) / 2), ("max", np.maximum),
-                                           ("primary", lambda a, b: np.where(np.abs(a - 0.5) > 0.3, a, (a + b) / 2))])
+                                           ("primary", lambda a, b: np.where(np.abs(a - 0.5) > 0.3, a, (a + b) / 2)),
+                                           ("sure-union", lambda a, b: np.where(
+                                               b > 0.8, np.maximum(np.where(np.abs(a - 0.5) > 0.3, a, (a + b) / 2), b),
+                                               np.where(np.abs(a - 0.5) > 0.3, a, (a + b) / 2)))])
 def test_combined_coarse_pass_is_the_rule_over_the_members_own_passes(tmp_path, rule, combine):
     photos = [load_photo(n) for n in ("coffee.png", "rocket.jpg")]
     pair = Matter(_combined(tmp_path, rule), "onnxruntime", "cpu", precision="fp32")

@@ -9,6 +9,7 @@ each member's alpha as further channels (the engine's "models disagree" quality 
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from .. import preprocess
@@ -43,8 +44,6 @@ def _sure_union(alphas: list[np.ndarray]) -> np.ndarray:
 def _parts(alphas: list[np.ndarray]) -> np.ndarray:
     """`primary`, and the other members' foreground parts that do not touch the first member's
     foreground at all (a second object it dropped), whole."""
-    import cv2
-
     base = _primary(alphas)
     first = (alphas[0] > 0.5).astype(np.uint8)
     near = cv2.dilate(first, np.ones((9, 9), np.uint8))
