@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import weakref
 from datetime import datetime
 from pathlib import Path
@@ -30,30 +29,10 @@ from .engine.spec import sha256_file
 __all__ = ["Matter", "MatteResult", "MatteSettings", "OutputSpec"]
 
 
-#: The default where a CUDA GPU runs the model: IS-Net's 1024² pass costs milliseconds there.
-GPU_DEFAULT_MODEL = "best"
-
-
-def default_model(device: str = "auto", cache_dir: str | Path | None = None) -> str:
-    """The model `Matter()` and every front door use when none is named: `best` where a CUDA GPU
-    runs it (device cuda/tensorrt, or auto with one usable) and its members are at hand or can be
-    fetched; otherwise, and on the CPU, zoo.DEFAULT_MODEL."""
-    from .engine.backends.onnxruntime import cuda_usable
-
-    if device in ("cuda", "tensorrt") or (device == "auto" and cuda_usable()):
-        try:
-            zoo.resolve(GPU_DEFAULT_MODEL, cache_dir)
-            return GPU_DEFAULT_MODEL
-        except ModelError as e:
-            logging.getLogger(__name__).warning("the GPU default %s is not at hand (%s): using %s",
-                                                GPU_DEFAULT_MODEL, e, zoo.DEFAULT_MODEL)
-    return zoo.DEFAULT_MODEL
-
-
 class Matter:
     """Load a model once, then cut out images.
 
-        with Matter() as m:                   # the default model (default_model: best on a GPU), best device
+        with Matter() as m:                   # the default model (zoo.default_model: best on a GPU), best device
             r = m.matte("shoe.jpg")           # r.alpha float32 [H, W] in [0, 1], r.rgba uint8 [H, W, 4]
             m.matte_files(["photos/"], "outputs", background="white", canvas=(800, 800))
             m.catalog(["catalog/"], "out", resume=True)
@@ -81,7 +60,7 @@ class Matter:
         if settings is not None and setting_overrides:
             raise TypeError("give either settings= or individual setting keywords, not both")
         self.settings = settings or MatteSettings(**setting_overrides)
-        model = default_model(device, cache_dir) if model is None else model
+        model = zoo.default_model(device, cache_dir) if model is None else model
         # How to build this same Matter elsewhere (a Ray actor); a refiner object cannot travel.
         self.init_kwargs = dict(model=str(model), backend=backend, device=device, threads=threads,
                                 allow_cpu_fallback=allow_cpu_fallback, cache_dir=cache_dir, settings=self.settings,

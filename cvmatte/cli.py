@@ -354,13 +354,11 @@ def models(
         mb = f"yes, {hit.path.stat().st_size / 1e6:.1f} MB" if hit else "no"
         default = " (CPU default)" if entry.name == zoo.DEFAULT_MODEL else ""
         table.add_row(entry.name + default, size, mb, entry.source, entry.description)
-    from .api import GPU_DEFAULT_MODEL
-
     for name, path in zoo.COMBINED.items():
         spec = zoo.ModelSpec.load(path)
         members = spec.extra.get("members", [])
         ready = all(zoo.cached(m, cache) for m in members)
-        default = " (GPU default)" if name == GPU_DEFAULT_MODEL else ""
+        default = " (GPU default)" if name == zoo.GPU_DEFAULT_MODEL else ""
         table.add_row(name + default, "x".join(map(str, spec.input_size)), "members yes" if ready else "members no",
                       f"combined: {' + '.join(members)} ({spec.extra.get('rule')})", spec.notes)
     Console().print(table)

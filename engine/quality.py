@@ -25,10 +25,13 @@ milliseconds and needs no ground truth:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
+
+from . import metrics
 
 
 @dataclass(frozen=True)
@@ -115,13 +118,7 @@ def see_through(alpha: np.ndarray) -> float:
 def members_agreement(members: np.ndarray) -> float:
     """members: float32 [M, h, w] alphas of a combined model's members -> the lowest IoU of two
     of them at 0.5 (1.0 where both are empty)."""
-    masks = members > 0.5
-    lowest = 1.0
-    for i in range(len(masks)):
-        for j in range(i + 1, len(masks)):
-            union = int((masks[i] | masks[j]).sum())
-            lowest = min(lowest, float((masks[i] & masks[j]).sum()) / union if union else 1.0)
-    return lowest
+    return min(metrics.iou(a, b) for a, b in itertools.combinations(members, 2))
 
 
 def measure(alpha: np.ndarray, coarse: np.ndarray | None = None, members_agreement: float | None = None) -> dict:

